@@ -1,0 +1,358 @@
+"""Finding, downloading and reading checkpoints, and telling the families' files apart.
+
+Official releases are torch pickles holding more than tensors (an ``argparse.Namespace`` of
+training arguments, a PyTorch-Lightning ``AttributeDict``, s3prl's ``optimizers.*`` schedule
+objects). Since torch 2.6 ``torch.load`` refuses those by default. :func:`load_checkpoint` keeps
+the safe weights-only unpickler and lets every foreign class in the file be rebuilt as an inert
+stand-in object (a dict that records its pickled state), so nothing from the file is executed and
+no process-wide ``weights_only=False`` is needed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "MissingCheckpointError",
+    "StandIn",
+    "cache_dir",
+    "cached_download_path",
+    "resolve_checkpoint",
+    "load_checkpoint",
+    "detect_family",
+    "check_family",
+    "strip_prefix",
+    "gdrive_url",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """The checkpoint path does not exist or no checkpoint was given."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache and downloads (the layout of s3prl.util.download, so both share one cache)
+# ---------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """Root of the download cache: ``$S3PRL_PLUGINS_CACHE_DIR`` or s3prl's ``~/.cache/s3prl``."""
+    root = os.environ.get("S3PRL_PLUGINS_CACHE_DIR")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "s3prl"
+
+
+def gdrive_url(file_id: str) -> str:
+    """Direct-download URL of a public Google Drive file id."""
+    return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
+
+
+def _url_basename(url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    name = os.path.basename(parsed.path) or "download"
+    query = urllib.parse.parse_qs(parsed.query)
+    if "id" in query and name in ("uc", "download", "open"):
+        name = query["id"][0]
+    return name
+
+
+def cached_download_path(url: str, filename: str | None = None) -> Path:
+    """Where ``url`` is cached: ``<cache>/download/<sha256(url)>.<basename>`` like s3prl."""
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    return cache_dir() / "download" / f"{digest}.{filename or _url_basename(url)}"
+
+
+def _download(url: str, target: Path, *, local_entry: str | None, what: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "s3prl-plugins"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            kind = response.headers.get("Content-Type", "")
+            from tqdm import tqdm
+
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar:
+                while True:
+                    block = response.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+        if kind.startswith("text/html"):
+            raise OSError("the server answered with a web page instead of the file "
+                          "(Google Drive quota or a sign-in page)")
+        os.replace(tmp_name, target)  # atomic: a crash never leaves a half file under the final name
+    except Exception as error:  # network errors, HTTP errors, HTML answers
+        Path(tmp_name).unlink(missing_ok=True)
+        hint = f" and pass it to `-u {local_entry} -k <path>`" if local_entry else ""
+        raise CheckpointError(
+            f"Could not download {what} from {url} ({type(error).__name__}: {error}). "
+            f"Fetch the file by hand, save it as {target}{hint}."
+        ) from error
+
+
+def _extract_zip(archive: Path) -> Path:
+    folder = archive.with_suffix("")
+    if folder.is_dir():
+        return folder
+    tmp = Path(tempfile.mkdtemp(dir=archive.parent, prefix=folder.name + ".unzip"))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+    except zipfile.BadZipFile as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{archive} is not a valid zip archive ({error}); delete it and download again.")
+    os.replace(tmp, folder)
+    return folder
+
+
+def resolve_checkpoint(
+    ckpt: str | os.PathLike | None,
+    *,
+    refresh: bool = False,
+    local_entry: str | None = None,
+    filename: str | None = None,
+    what: str = "the checkpoint",
+) -> Path:
+    """Turn ``-k`` into a local path: a file or folder, an http(s) URL, ``gdrive:<id>``, or a zip.
+
+    URLs are downloaded once into the cache (``refresh=True`` downloads again). A ``.zip`` (as
+    released on GitHub) is extracted next to the cached file and the folder is returned.
+    """
+    if ckpt is None or str(ckpt).strip() == "":
+        entry = f"-u {local_entry} " if local_entry else ""
+        raise MissingCheckpointError(f"No checkpoint given: pass it with `{entry}-k /path/to/checkpoint`.")
+    text = str(ckpt).strip()
+    if text.startswith("gdrive:"):
+        text = gdrive_url(text.split(":", 1)[1])
+    if re.match(r"^https?://", text):
+        target = cached_download_path(text, filename)
+        if refresh or not target.exists():
+            _download(text, target, local_entry=local_entry, what=what)
+        path = target
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise MissingCheckpointError(
+                f"Checkpoint not found: {path} (resolved from -k {text!r}); check the path."
+            )
+    if path.is_file() and path.suffix == ".zip":
+        return _extract_zip(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading torch pickles
+# ---------------------------------------------------------------------------------------------
+class StandIn(dict):
+    """Inert replacement for a class found in a checkpoint but not trusted to be imported.
+
+    It is a ``dict`` so that pickled mappings (Lightning's ``AttributeDict``) keep their items;
+    constructor arguments and pickled state are recorded but never acted upon.
+    """
+
+    _pickled_name = "?"
+
+    def __init__(self, *args, **kwargs):  # called for REDUCE; keep the arguments only
+        super().__init__()
+        self.__dict__["pickle_args"] = args
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and (state[1] is None or isinstance(state[1], dict)):
+            state, slots = state
+            self.__dict__.update(slots or {})
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["pickle_state"] = state
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __reduce__(self):  # re-saving a loaded checkpoint writes plain dicts
+        return (dict, (dict(self),))
+
+    def __repr__(self):
+        return f"<stand-in for {self._pickled_name}: {dict.__repr__(self)}>"
+
+
+_STAND_INS: dict[str, type] = {}
+_NUMPY_SAFE = {
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.ndarray", "numpy.dtype",
+}
+
+
+def _trusted_global(full_name: str):
+    """Real objects for the few foreign globals that are plain data containers."""
+    if full_name == "argparse.Namespace":
+        return argparse.Namespace
+    if full_name in _NUMPY_SAFE or re.fullmatch(r"numpy\.dtypes\.\w+DType", full_name):
+        import importlib
+
+        module, _, name = full_name.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            return None
+    return None
+
+
+def _safe_global_for(full_name: str):
+    real = _trusted_global(full_name)
+    if real is not None:
+        return (real, full_name)
+    cls = _STAND_INS.get(full_name)
+    if cls is None:
+        cls = type(full_name.rpartition(".")[2] or "StandIn", (StandIn,), {"_pickled_name": full_name})
+        _STAND_INS[full_name] = cls
+    return (cls, full_name)
+
+
+_UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    """Weights-only load that admits the file's foreign globals as stand-ins (or safe real ones)."""
+    names: list[str] = []
+    if zipfile.is_zipfile(path):
+        try:
+            names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # older layouts inside a zip; the retry loop below still works
+            names = []
+    for _ in range(64):  # legacy (non-zip) pickles: learn one missing global per failed attempt
+        with torch.serialization.safe_globals([_safe_global_for(n) for n in names]):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except Exception as error:
+                match = _UNSUPPORTED.search(str(error))
+                if not match or match.group(1) in names:
+                    raise
+                names.append(match.group(1))
+    raise CheckpointError(f"{path}: too many foreign classes in the pickle")
+
+
+def load_checkpoint(path: str | os.PathLike, *, family: str = "this model") -> Any:
+    """Read a ``.pt``/``.pth``/``.ckpt`` pickle or a ``.safetensors`` file onto the CPU.
+
+    Large zip-format files are memory-mapped, so only the tensors a caller keeps take RAM.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingCheckpointError(f"{family}: checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{family}: {path} is a folder; pass the checkpoint file inside it.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{family}: {path} is empty (0 bytes); download it again.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return _torch_load(path, mmap=zipfile.is_zipfile(path))
+    except CheckpointError:
+        raise
+    except Exception as error:
+        raise CheckpointError(
+            f"{family}: could not read {path} as a checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). The file may be truncated or "
+            "corrupted (download it again) or not a PyTorch checkpoint."
+        ) from error
+
+
+# ---------------------------------------------------------------------------------------------
+# Telling families apart
+# ---------------------------------------------------------------------------------------------
+#: entry to suggest for a detected family
+LOCAL_ENTRY = {
+    "m2d": "m2d_local",
+    "melhubert": "melhubert_local",
+    "armhubert": "armhubert_local",
+    "starhubert": "starhubert_local",
+    "dasheng": "dasheng_local",
+    "hubert": "hubert_local",
+    "wavlm": "wavlm_local",
+    "distilhubert": "distiller_local",
+}
+
+
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Keys that start with ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _tensor_keys(obj: Any) -> list[str]:
+    """Parameter names of the model held by ``obj``, whatever the container layout."""
+    if not isinstance(obj, Mapping):
+        return []
+    for key in ("model", "Model", "state_dict", "Distiller"):
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner:
+            return [str(k) for k in inner.keys()]
+    return [str(k) for k, v in obj.items() if isinstance(v, torch.Tensor)]
+
+
+def detect_family(obj: Any) -> str | None:
+    """Best guess of which model family a loaded checkpoint belongs to (None if unknown)."""
+    if isinstance(obj, Mapping):
+        if "Distiller" in obj:
+            return "distilhubert"
+        config = obj.get("Upstream_Config")
+        if isinstance(config, Mapping) and ("melhubert" in config or "hubert" in config):
+            return "melhubert"
+    keys = _tensor_keys(obj)
+    if not keys:
+        return None
+    joined = "\n".join(keys)
+    if "student_model." in joined:
+        return "armhubert" if re.search(r"student_model\.(proj_head|mask_emb)", joined) else "starhubert"
+    if re.search(r"(^|\.)(time_pos_embed|freq_pos_embed)$", joined, re.M):
+        return "dasheng"
+    if re.search(r"(^|\.)patch_embed\.proj\.weight$", joined, re.M) and re.search(r"(^|\.)blocks\.0\.attn\.qkv", joined, re.M):
+        return "m2d"
+    has_cnn = "feature_extractor.conv_layers" in joined
+    if "rel_attn_embed" in joined or "relative_attention_bias" in joined or "grep_linear" in joined:
+        return "wavlm"
+    if has_cnn and re.search(r"(^|\n)proj_head\.", joined):
+        return "armhubert"
+    if not has_cnn and "encoder.pos_conv.0" in joined and "pre_extract_proj" in joined:
+        return "melhubert"
+    if has_cnn and ("label_embs_concat" in joined or "final_proj" in joined and "mask_emb" in joined):
+        return "hubert"
+    if has_cnn and "encoder.layers.0.self_attn" in joined:
+        return "starhubert"
+    return None
+
+
+def check_family(obj: Any, expected: str | tuple[str, ...], path: str | os.PathLike, entry: str | None = None) -> None:
+    """Raise a clear error when ``obj`` is recognisably another family's checkpoint."""
+    allowed = (expected,) if isinstance(expected, str) else tuple(expected)
+    found = detect_family(obj)
+    if found is None or found in allowed:
+        return
+    here = f"-u {entry}" if entry else allowed[0]
+    suggestion = LOCAL_ENTRY.get(found)
+    use = f"; load it with -u {suggestion}" if suggestion else ""
+    raise CheckpointError(f"{path} looks like a {found} checkpoint, not {'/'.join(allowed)} ({here}){use}.")

@@ -1,0 +1,197 @@
+"""Transformer pieces shared by the families, with the parameter names of the official code.
+
+* :class:`ViTBlock` - the pre-LN block of timm's ViT (M2D, Dasheng).
+* :class:`PostLNTransformerLayer` - fairseq's wav2vec2/HuBERT encoder layer with
+  ``layer_norm_first=False`` (MelHuBERT, ARMHuBERT, STaRHuBERT).
+* :class:`ConvPositionalEmbedding` - wav2vec2's weight-normed grouped convolution.
+
+Attention uses ``scaled_dot_product_attention`` with an optional key padding mask, so padded
+positions never reach a valid frame (the batch then equals running each utterance alone).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "attention_bias",
+    "ViTAttention",
+    "ViTBlock",
+    "SelfAttention",
+    "PostLNTransformerLayer",
+    "ConvPositionalEmbedding",
+]
+
+
+def attention_bias(key_padding_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Additive ``[B, 1, 1, S]`` bias that removes padded keys (True = padding) from softmax."""
+    if key_padding_mask is None:
+        return None
+    bias = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
+    bias = bias.masked_fill(key_padding_mask, torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
+class ViTAttention(nn.Module):
+    """timm ``Attention``: fused ``qkv`` projection, ``proj`` output projection."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class _MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-LN block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (timm ``Block``).
+
+    ``bias`` is the additive mask from :func:`attention_bias` (or None for no padding).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = ViTAttention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = _MLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), bias)
+        return x + self.mlp(self.norm2(x))
+
+
+class SelfAttention(nn.Module):
+    """fairseq ``MultiheadAttention`` for self-attention (separate q/k/v/out projections).
+
+    With ``need_weights=True`` the post-softmax map ``[B, H, T, T]`` is returned too (computed
+    explicitly, since SDPA does not expose it); otherwise SDPA runs the fused kernel.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        # dropout on the attention probabilities, active in train mode only (fairseq semantics)
+        self.dropout = dropout
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False):
+        b, t, c = x.shape
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        if need_weights:
+            # fairseq scales q before the product; same math as SDPA's scaling.
+            scores = torch.matmul(q * self.head_dim ** -0.5, k.transpose(-1, -2))
+            if bias is not None:
+                scores = scores + bias
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            out = torch.matmul(F.dropout(weights, self.dropout, self.training), v)
+        else:
+            weights = None
+            dropout_p = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+        return out, weights
+
+
+class PostLNTransformerLayer(nn.Module):
+    """fairseq ``TransformerSentenceEncoderLayer`` with ``layer_norm_first=False`` (eval mode).
+
+    ``x = LN1(x + attn(x))``; ``x = LN2(x + fc2(gelu(fc1(x))))``, exact (erf) GELU.
+    The dropout rates (default 0) act in train mode only, where fairseq puts them: attention
+    probabilities, the FFN activation, and each residual branch.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        eps: float = 1e-5,
+        *,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.dropout = dropout
+        self.activation_dropout = activation_dropout
+        self.self_attn = SelfAttention(dim, num_heads, dropout=attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        hidden = F.dropout(F.gelu(self.fc1(x)), self.activation_dropout, self.training)
+        return F.dropout(self.fc2(hidden), self.dropout, self.training)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False):
+        attn, weights = self.self_attn(x, bias, need_weights=need_weights)
+        x = self.self_attn_layer_norm(x + F.dropout(attn, self.dropout, self.training))
+        x = self.final_layer_norm(x + self.feed_forward(x))
+        return x, weights
+
+
+class _SamePad(nn.Module):
+    """Drops the extra frame an even kernel with ``padding=k//2`` produces."""
+
+    def __init__(self, kernel_size: int):
+        super().__init__()
+        self.remove = 1 if kernel_size % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :, : -self.remove] if self.remove else x
+
+
+class ConvPositionalEmbedding(nn.Sequential):
+    """wav2vec2's relative positional convolution: ``gelu(SamePad(weight_norm(conv)(x)))``.
+
+    Placed as ``encoder.pos_conv`` it owns ``encoder.pos_conv.0.{weight_g, weight_v, bias}``
+    (legacy ``weight_norm`` over dim 2), the names of fairseq checkpoints. Input and output are
+    ``[B, T, C]``; the caller adds the result to ``x``. Padded frames must be zeroed by the
+    caller before the convolution.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 128, groups: int = 16):
+        conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=groups)
+        nn.init.normal_(conv.weight, mean=0, std=math.sqrt(4 / (kernel_size * dim)))
+        nn.init.zeros_(conv.bias)
+        with warnings.catch_warnings():  # the legacy form keeps fairseq's weight_g/weight_v names
+            warnings.simplefilter("ignore", FutureWarning)
+            conv = nn.utils.weight_norm(conv, name="weight", dim=2)
+        super().__init__(conv, _SamePad(kernel_size), nn.GELU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
