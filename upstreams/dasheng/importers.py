@@ -1,0 +1,174 @@
+"""Readers for the official Dasheng checkpoint formats (torchaudio-style importers).
+
+* pip / Zenodo (``dasheng_base.pt`` ...): ``{"model": state_dict, "config": ...}``. The state dict
+  is the unprefixed encoder including the torchaudio front-end buffers
+  (``front_end.0.spectrogram.window``, ``front_end.0.mel_scale.fb``) and ``init_bn.1.*``. The
+  ``config`` may be a training configuration with arbitrary objects and is not used: the official
+  loaders override it too, so the architecture comes from the tensor shapes.
+* Hugging Face (``mispeech/dasheng-*``): a folder with ``model.safetensors`` (or the file itself)
+  whose keys carry an ``encoder.`` prefix and no front-end buffers, plus ``config.json``.
+* A bare encoder state dict (either prefix) is accepted as well.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
+from .model import DashengConfig
+from .variants import heads_for_width
+
+__all__ = ["load_dasheng", "read_state_dict", "config_from_state_dict", "to_model_keys", "HF_WEIGHT_FILES"]
+
+logger = logging.getLogger(__name__)
+
+FAMILY = "dasheng"
+LOCAL_ENTRY = "dasheng_local"
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+# official name -> name in DashengEncoder (everything else is identical)
+_RENAMES = (
+    ("front_end.0.spectrogram.window", "front_end.window"),
+    ("front_end.0.mel_scale.fb", "front_end.mel_fb"),
+    ("init_bn.1.", "front_end.bn."),
+    ("init_bn.", "front_end.bn."),  # ports without the Rearrange wrappers (MiDashengLM)
+)
+# keys the HF files lack; the defaults computed by the model stand in for them
+OPTIONAL_KEYS = frozenset({"front_end.window", "front_end.mel_fb", "front_end.bn.num_batches_tracked"})
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _fail(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {problem}. `-u {LOCAL_ENTRY}` expects an official Dasheng checkpoint: "
+                           "the pip/Zenodo .pt file or a Hugging Face mispeech/dasheng-* folder / model.safetensors.")
+
+
+def _hf_files(path: Path) -> tuple[Path, Path | None]:
+    """(weights file, config.json or None) of a Hugging Face folder or weights file."""
+    if path.is_dir():
+        for name in HF_WEIGHT_FILES:
+            if (path / name).is_file():
+                weights = path / name
+                break
+        else:
+            raise CheckpointError(
+                f"{path} is a folder without {' or '.join(HF_WEIGHT_FILES)}; pass a Hugging Face "
+                f"mispeech/dasheng-* download folder or the checkpoint file itself to -u {LOCAL_ENTRY} -k.")
+    else:
+        weights = path
+    config = weights.parent / "config.json"
+    return weights, (config if config.is_file() else None)
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """Load a checkpoint in either official layout; returns (encoder state dict with the official
+    unprefixed names, Hugging Face config.json contents or {}, format name)."""
+    weights, config_file = _hf_files(Path(path))
+    obj = load_checkpoint(weights, family="Dasheng")
+    check_family(obj, FAMILY, weights, entry=LOCAL_ENTRY)
+    if not isinstance(obj, Mapping):
+        raise _fail(weights, f"holds a {type(obj).__name__}, not a state dict")
+    if "model" in obj and isinstance(obj["model"], Mapping):
+        state, fmt = obj["model"], "pip"
+    else:
+        state, fmt = obj, "state_dict"
+    state = {str(k): v for k, v in state.items() if isinstance(v, Tensor)}
+    for prefix in ("encoder.", "audio_encoder.", "module."):
+        if any(k.startswith(prefix) for k in state) and "patch_embed.proj.weight" not in state:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            fmt = "huggingface" if prefix == "encoder." else fmt
+    hf_config: dict[str, Any] = {}
+    if config_file is not None and fmt == "huggingface":
+        try:
+            hf_config = json.loads(config_file.read_text())
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{config_file} is not valid JSON ({error}); download it again.") from error
+    if "patch_embed.proj.weight" not in state:
+        raise _fail(weights, "has no Dasheng encoder weights (no patch_embed.proj.weight)")
+    return state, hf_config, fmt
+
+
+def config_from_state_dict(state: Mapping[str, Tensor], hf_config: Mapping[str, Any] | None = None,
+                           overrides: Mapping[str, Any] | None = None, where: str = "checkpoint") -> DashengConfig:
+    """Architecture from the tensor shapes; only the head count needs a rule (see heads_for_width)."""
+    proj = state["patch_embed.proj.weight"]
+    if proj.dim() != 4 or proj.shape[1] != 1:
+        raise CheckpointError(f"{where}: patch_embed.proj.weight has shape {tuple(proj.shape)}, expected [D, 1, n_mels, 4]")
+    embed_dim, _, n_mels, patch_frames = proj.shape
+    depth = 1 + max((int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))), default=-1)
+    if depth == 0:
+        raise CheckpointError(f"{where}: no transformer blocks (blocks.0.*) in the encoder weights")
+    if "time_pos_embed" not in state or "blocks.0.mlp.fc1.weight" not in state:
+        raise CheckpointError(f"{where}: incomplete Dasheng encoder (time_pos_embed or blocks.0.mlp missing)")
+    overrides = dict(overrides or {})
+    encoder_kwargs = (hf_config or {}).get("encoder_kwargs") or {}
+    num_heads = overrides.pop("num_heads", None) or encoder_kwargs.get("num_heads") or heads_for_width(embed_dim)
+    if not num_heads or embed_dim % int(num_heads):
+        raise CheckpointError(
+            f"{where}: cannot tell the number of attention heads of a {embed_dim}-wide encoder; "
+            "set num_heads in the -g model config.")
+    return DashengConfig(
+        embed_dim=int(embed_dim), depth=depth, num_heads=int(num_heads),
+        mlp_hidden_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]), n_mels=int(n_mels),
+        patch_frames=int(patch_frames), chunk_patches=int(state["time_pos_embed"].shape[-1]),
+    )
+
+
+def to_model_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Official names -> :class:`DashengEncoder` names."""
+    out = {}
+    for key, value in state.items():
+        for old, new in _RENAMES:
+            if key == old or (old.endswith(".") and key.startswith(old)):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def load_dasheng(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+                 overrides: Mapping[str, Any] | None = None):
+    """Build a :class:`DashengEncoder` with the weights of an official checkpoint, memory-lean.
+
+    The model is created on the ``meta`` device and takes the loaded (memory-mapped) tensors
+    over with ``assign=True``, so a 1.2B checkpoint needs about one copy of its weights in RAM.
+    """
+    from .frontend import DashengFrontEnd
+    from .model import DashengEncoder
+
+    path = Path(path)
+    state, hf_config, fmt = read_state_dict(path)
+    config = config_from_state_dict(state, hf_config, overrides, where=str(path))
+    state = to_model_keys(state)
+    front_end = DashengFrontEnd(config.n_mels)  # real default buffers: HF files lack them
+    with torch.device("meta"):
+        model = DashengEncoder(config, front_end=front_end)
+    reference = model.state_dict()  # meta tensors: names and shapes only
+    missing = set(reference) - set(state) - OPTIONAL_KEYS
+    unexpected = sorted(set(state) - set(reference))
+    if missing:
+        raise CheckpointError(f"{path}: incomplete Dasheng checkpoint ({fmt} layout), missing "
+                              f"{', '.join(sorted(missing)[:6])}{' ...' if len(missing) > 6 else ''}; download it again.")
+    if unexpected:
+        logger.warning("%s: ignoring %d tensors that are not part of the Dasheng encoder (%s ...)",
+                       path, len(unexpected), ", ".join(unexpected[:3]))
+    for key, tensor in reference.items():
+        if key in state and state[key].shape != tensor.shape:
+            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(state[key].shape)}, expected "
+                                  f"{tuple(tensor.shape)} for {config}; the file is damaged or not Dasheng.")
+    model.load_state_dict({k: v for k, v in state.items() if k in reference}, strict=False, assign=True)
+    # The front end and its BatchNorm stay float32 whatever the encoder's dtype.
+    model.front_end.float()
+    for module in (model.patch_embed, *model.blocks, model.norm):
+        module.to(dtype)
+    for name in ("time_pos_embed", "freq_pos_embed"):
+        setattr(model, name, torch.nn.Parameter(getattr(model, name).detach().to(dtype)))
+    return model.eval(), fmt
