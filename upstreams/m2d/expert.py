@@ -191,10 +191,10 @@ def build_upstream(
               f"features are normalised with the running statistics meanwhile.", flush=True)
     else:
         updates = 0
-        message = (missing_stats_message(entry, ckpt_hint) if is_default else
-                   f"{entry}: normalising the log-mel with mean={stats.mean}, std={stats.std} from {stats.source}.")
         if is_default:
-            logger.warning(message)
+            message = missing_stats_message(entry, None if url is not None else ckpt_hint)
+        else:
+            message = f"{entry}: normalising the log-mel with mean={stats.mean}, std={stats.std} from {stats.source}."
         print(f"[{entry}] {message}", flush=True)
     logger.info("%s: loaded %s (%s) from %s", entry, config.describe(), loaded.layout, weight_file)
     upstream = M2DUpstream(model, stats, collect_stats=collector, stats_updates=updates, ckpt_hint=ckpt_hint)

@@ -122,14 +122,20 @@ def choose_stats(
     return NormStats(*DEFAULT_STATS, "the official default for checkpoints without norm_stats"), True
 
 
-def missing_stats_message(entry: str, ckpt_hint: str) -> str:
+def missing_stats_message(entry: str, ckpt_hint: str | None) -> str:
+    """What to do when no statistics were given; ``ckpt_hint`` None for named entries."""
+    if ckpt_hint is None:
+        give = f"`-u {entry} -k MEAN,STD`"
+        compute = f"`-u m2d_calcnorm -k <the .pth of {entry}>`"
+    else:
+        give = f"`-u m2d -k {ckpt_hint},MEAN,STD`"
+        compute = f"`-u m2d_calcnorm -k {ckpt_hint}`"
     return (
-        f"{entry}: no normalisation statistics were given and the checkpoint has none, so the official "
-        f"runtime's AudioSet default mean={DEFAULT_STATS[0]}, std={DEFAULT_STATS[1]} is used. The official "
-        f"SUPERB recipe normalises with the downstream data set's statistics: pass them as "
-        f"`-u m2d -k {ckpt_hint},MEAN,STD`, or `-g TASK` for a task with published statistics "
-        f"({', '.join(SUPERB_TASK_STATS)}), or a YAML with norm_mean/norm_std; compute them with "
-        f"`-u m2d_calcnorm -k {ckpt_hint}`."
+        f"WARNING: {entry}: no normalisation statistics were given and the checkpoint has none, so the "
+        f"official runtime's AudioSet default mean={DEFAULT_STATS[0]}, std={DEFAULT_STATS[1]} is used. The "
+        f"official SUPERB recipe normalises with the downstream data set's statistics: pass them as {give}, "
+        f"or `-g TASK` for a task with published statistics ({', '.join(SUPERB_TASK_STATS)}), or `-g` a YAML "
+        f"with norm_mean/norm_std; compute them with {compute}."
     )
 
 
