@@ -1,0 +1,1 @@
+"""ARMHuBERT, ARMwavLM and MaskHuBERT upstreams (the shared distilled student lives here)."""

@@ -1,0 +1,145 @@
+"""The distilled student of ARMHuBERT, ARMwavLM, MaskHuBERT and STaRHuBERT (one implementation).
+
+Waveform CNN (HuBERT's stack with two extra 1x1 convolutions) -> LayerNorm -> convolutional
+positional embedding -> post-LN transformer. In ARMHuBERT/ARMwavLM the layers marked False in
+``reuse_pattern`` have no query/key projections and reuse the post-softmax map of the latest
+computing layer, passed through a second softmax (the released weights were trained that way).
+ARM/Mask expose the 12 distillation projection heads (768-d); STaR exposes the layer outputs.
+
+Parameter names equal the official ``CustomStudentModel`` (the keys after ``student_model.``).
+
+Batching: by default every utterance of a padded batch gets exactly what it would get alone. With
+``official_batching=True`` the numbers of the official code for a padded batch are reproduced
+instead: its first GroupNorm takes statistics over the padding too, and its map-reusing layers
+read the previous map in (head, batch) order while laying out values in (batch, head) order, so
+for B > 1 heads and utterances get mixed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..common.masks import padding_mask
+from ..common.transformer import ConvPositionalEmbedding, PostLNTransformerLayer, attention_bias
+from ..common.wave_cnn import WaveformCNN
+from .config import ARM, StudentConfig
+
+__all__ = ["StudentModel", "StudentEncoder", "ProjectionHead"]
+
+
+class StudentEncoder(nn.Module):
+    """fairseq ``TransformerEncoder`` (post-LN) with optional attention-map reuse."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        dim = cfg.encoder_embed_dim
+        self.dropout = cfg.dropout
+        self.pos_conv = ConvPositionalEmbedding(dim, cfg.conv_pos, cfg.conv_pos_groups)
+        self.reuse_pattern = tuple(cfg.reuse_pattern)
+        self.layers = nn.ModuleList(
+            PostLNTransformerLayer(
+                dim,
+                cfg.encoder_ffn_embed_dim,
+                cfg.encoder_attention_heads,
+                dropout=cfg.dropout,
+                # the official reuse layers hard-code attention dropout 0
+                attention_dropout=cfg.attention_dropout if computes else 0.0,
+                activation_dropout=cfg.activation_dropout,
+                reuses_map=not computes,
+            )
+            for computes in self.reuse_pattern
+        )
+        self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
+        # A computing layer materialises its map only when a later layer reuses it; all other
+        # layers run the fused SDPA kernel.
+        self._keeps_map = [
+            computes and index + 1 < len(self.reuse_pattern) and not self.reuse_pattern[index + 1]
+            for index, computes in enumerate(self.reuse_pattern)
+        ]
+
+    def forward(self, x: Tensor, pad: Tensor | None, *, official_batching: bool = False) -> list[Tensor]:
+        """``x`` [B, T, D], ``pad`` [B, T] (True = padding) or None -> every layer's output."""
+        if pad is not None:
+            x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+        x = self.layer_norm(x + self.pos_conv(x))
+        x = F.dropout(x, self.dropout, self.training)
+        bias = attention_bias(pad, x.dtype)
+        outputs = []
+        reused = None
+        for layer, computes, keeps_map in zip(self.layers, self.reuse_pattern, self._keeps_map):
+            if computes:
+                x, probs = layer(x, bias, need_weights=keeps_map)
+                if keeps_map:
+                    reused = self._official_order(probs) if official_batching else probs
+            else:
+                x, _ = layer(x, bias, scores=reused)
+            outputs.append(x)
+        return outputs
+
+    @staticmethod
+    def _official_order(probs: Tensor) -> Tensor:
+        """The official reuse reads the [H, B, T, T] map flat as if it were [B, H, T, T]."""
+        b, h, t, s = probs.shape
+        return probs.transpose(0, 1).reshape(b, h, t, s)
+
+
+class ProjectionHead(nn.Module):
+    """One distillation head (``proj_head.<i>.lin_proj``): Linear D -> 768, absent if D == 768."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.lin_proj = nn.Linear(in_dim, out_dim) if in_dim != out_dim else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin_proj(x) if self.lin_proj is not None else x
+
+
+class StudentModel(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.encoder_embed_dim
+        if cfg.flavour == ARM:
+            # masking distillation's mask embedding: unused at inference, kept so checkpoints
+            # round-trip and the parameter count equals the published one
+            self.mask_emb = nn.Parameter(torch.empty(dim).uniform_())
+        self.feature_extractor = WaveformCNN(cfg.conv_feature_layers, cfg.extractor_mode, cfg.conv_bias)
+        embed = self.feature_extractor.out_channels
+        self.post_extract_proj = nn.Linear(embed, dim) if embed != dim else None
+        self.encoder = StudentEncoder(cfg)
+        self.layer_norm = nn.LayerNorm(embed, eps=1e-5)
+        if cfg.flavour == ARM:
+            self.proj_head = nn.ModuleList(
+                ProjectionHead(dim, cfg.pred_head_final_dim) for _ in range(cfg.encoder_layers)
+            )
+
+    @property
+    def receptive_field(self) -> int:
+        return self.feature_extractor.receptive_field
+
+    @property
+    def downsample_rate(self) -> int:
+        return self.feature_extractor.total_stride
+
+    def forward(self, wavs: Tensor, lengths: Tensor, *, official_batching: bool = False) -> dict:
+        """``wavs`` [B, L] zero-padded at 16 kHz, ``lengths`` [B] -> dict with ``hidden_states``
+        (ARM: projection heads [B, T, 768]; STaR: layer outputs [B, T, D]), ``layer_results``
+        and ``padding_mask`` [B, T]."""
+        features = self.feature_extractor(wavs, lengths, stats_over_padding=official_batching)
+        x = self.layer_norm(features.transpose(1, 2))
+        frames = self.feature_extractor.output_lengths(lengths)
+        crop = x.shape[1] % self.cfg.crop_seq_to_multiple
+        if crop:
+            x = x[:, : x.shape[1] - crop]
+        if self.post_extract_proj is not None:
+            x = self.post_extract_proj(x)
+        x = F.dropout(x, self.cfg.dropout_input, self.training)
+        # A single utterance has no padding: skip the mask (and let SDPA run unmasked).
+        pad = padding_mask(frames, x.shape[1]) if x.shape[0] > 1 else None
+        layer_results = self.encoder(x, pad, official_batching=official_batching)
+        if self.cfg.flavour == ARM:
+            hidden = [head(h) for head, h in zip(self.proj_head, layer_results)]
+        else:
+            hidden = list(layer_results)
+        return {"hidden_states": hidden, "layer_results": layer_results, "padding_mask": pad}

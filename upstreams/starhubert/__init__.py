@@ -1,0 +1,1 @@
+"""STaRHuBERT / STaRWavLM upstreams, built on the ARMHuBERT student (upstreams/armhubert)."""
