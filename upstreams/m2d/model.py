@@ -229,61 +229,65 @@ class M2DModel(nn.Module):
         return self.encode_lms(lms, frames)
 
     def encode_lms(self, lms: Tensor, frames: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Encode normalised log-mel ``[B, 80, T]`` whose item b has ``frames[b]`` valid frames."""
+        """Encode normalised log-mel ``[B, 80, T]`` whose item b has ``frames[b]`` valid frames.
+
+        Returns per-layer ``[B, C * T'_unit, F' * D]`` (C = chunks of the longest item; steps past
+        an item's own count are zero) and the valid steps per item.
+        """
         config = self.config
         unit = config.input_size[1]
         pt = config.patch_size[1]
         unit_steps = config.grid_size[1]
         batch, n_mels, total = lms.shape
 
-        # Chunk bookkeeping on the host: s3prl hands us host-side lengths anyway and the chunk
-        # layout decides tensor shapes. Per item: chunks of `unit` frames; the last chunk is
-        # zero-padded to a whole patch and keeps floor(len / pt) steps (as do full chunks).
+        # Chunk layout on the host (one sync for the frame counts): it decides tensor shapes.
+        # Per item, chunks of `unit` frames; the last one is zero-padded to a whole patch; every
+        # chunk keeps floor(len / pt) patch columns ("steps").
         frame_counts = [int(n) for n in frames.tolist()]
         num_chunks = max(-(-n // unit) for n in frame_counts)
-        chunk_ids, chunk_steps = [], []
+        full_ids, partial_ids, partial_steps, item_steps = [], [], [], []
         for b, n in enumerate(frame_counts):
             padded_n = n + (pt - n % unit % pt) % pt
+            count = 0
             for i in range(-(-n // unit)):
-                chunk_ids.append(b * num_chunks + i)
-                chunk_steps.append(min(unit, padded_n - i * unit) // pt)
-        width_steps = max(chunk_steps)
+                steps = min(unit, padded_n - i * unit) // pt
+                count += steps
+                if steps == unit_steps:
+                    full_ids.append(b * num_chunks + i)
+                else:
+                    partial_ids.append(b * num_chunks + i)
+                    partial_steps.append(steps)
+            item_steps.append(count)
 
         # Zero (in the normalised domain) every frame past an item's end, then cut into chunks.
-        valid = torch.arange(total, device=lms.device).unsqueeze(0) < frames.to(lms.device).unsqueeze(1)
+        device = lms.device
+        valid = torch.arange(total, device=device).unsqueeze(0) < frames.to(device).unsqueeze(1)
         lms = lms * valid.unsqueeze(1).to(lms.dtype)
         lms = nn.functional.pad(lms, (0, num_chunks * unit - total))
-        chunks = lms.reshape(batch, n_mels, num_chunks, unit).permute(0, 2, 1, 3).reshape(batch * num_chunks, 1, n_mels, unit)
-        all_used = len(chunk_ids) == batch * num_chunks
-        if not all_used:
-            chunks = chunks[torch.tensor(chunk_ids, device=lms.device)]
-        chunks = chunks[..., : width_steps * pt]
-        steps = torch.tensor(chunk_steps, device=lms.device)
-        layers = self.encoder(chunks, None if min(chunk_steps) == width_steps else steps)
+        chunks = lms.reshape(batch, n_mels, num_chunks, unit).transpose(1, 2).reshape(batch * num_chunks, 1, n_mels, unit)
 
-        # Back to [B, chunks * T'_unit, F'*D]: chunk i of an item starts at step i * T'_unit.
-        out_steps = num_chunks * unit_steps
-        outputs = []
-        for h in layers:
-            if width_steps < unit_steps:
-                h = nn.functional.pad(h, (0, 0, 0, unit_steps - width_steps))
-            if all_used:
-                full = h
-            else:
-                full = h.new_zeros(batch * num_chunks, unit_steps, h.shape[-1])
-                full = full.index_copy(0, torch.tensor(chunk_ids, device=h.device), h)
-            outputs.append(full.reshape(batch, out_steps, h.shape[-1]))
+        # Whole chunks run together without a mask; the shorter last chunks run together, cut to
+        # the longest of them, with a key padding mask (their results equal encoding each alone).
+        groups = []
+        if full_ids:
+            groups.append((full_ids, unit_steps, None))
+        if partial_ids:
+            width = max(partial_steps)
+            steps = None if min(partial_steps) == width else torch.tensor(partial_steps, device=device)
+            groups.append((partial_ids, width, steps))
 
-        out_frames = torch.tensor(
-            [sum(s for cid, s in zip(chunk_ids, chunk_steps) if cid // num_chunks == b) for b in range(batch)],
-            device=lms.device,
-        )
-        # Steps of an item past its own count (the unused tail of its last chunk) hold encodings of
-        # padding: zero them so nothing depends on the other items of the batch.
-        keep = torch.zeros(batch, num_chunks, unit_steps, dtype=torch.bool)
-        for cid, s in zip(chunk_ids, chunk_steps):
-            keep[cid // num_chunks, cid % num_chunks, :s] = True
-        keep = keep.reshape(batch, out_steps, 1).to(lms.device)
-        if not bool(keep.all()):
-            outputs = [h * keep.to(h.dtype) for h in outputs]
-        return outputs, out_frames
+        outputs = None
+        for ids, width, steps in groups:
+            index = torch.tensor(ids, device=device)
+            selected = chunks if len(ids) == batch * num_chunks else chunks.index_select(0, index)
+            layers = self.encoder(selected[..., : width * pt], steps)
+            if outputs is None:
+                outputs = [h.new_zeros(batch * num_chunks, unit_steps, h.shape[-1]) for h in layers]
+            for out, h in zip(outputs, layers):
+                if steps is not None:  # zero the masked tail of each short chunk
+                    keep = torch.arange(width, device=device).unsqueeze(0) < steps.unsqueeze(1)
+                    h = h * keep.unsqueeze(-1).to(h.dtype)
+                out[:, :width].index_copy_(0, index, h)
+        # Chunk i of an item starts at step i * T'_unit: earlier chunks are always whole.
+        outputs = [out.reshape(batch, num_chunks * unit_steps, out.shape[-1]) for out in outputs]
+        return outputs, torch.tensor(item_steps, device=device)
