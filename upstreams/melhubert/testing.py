@@ -1,0 +1,132 @@
+"""Random-weight MelHuBERT checkpoints in the official file layouts (for tests and benchmarks).
+
+``write_official_checkpoint`` writes exactly what nervjack2/MelHuBERT ``pretrain_expert.py``
+saves (``Optimizer``, ``Step``, ``Args`` as an ``argparse.Namespace``, ``Runner``, ``model``,
+``Upstream_Config``), or one of the older/other layouts the loader accepts.
+"""
+from __future__ import annotations
+
+import argparse
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from .config import MelHuBERTConfig
+from .variants import RELEASED
+
+__all__ = ["TINY_CONFIG", "LAYOUTS", "random_state_dict", "write_official_checkpoint", "make_checkpoint"]
+
+#: small enough for CPU end-to-end runs, with every code path of the full model
+TINY_CONFIG = dict(
+    encoder_layers=2, encoder_embed_dim=48, encoder_ffn_embed_dim=96, encoder_attention_heads=4,
+    conv_pos=16, conv_pos_groups=4, num_cluster=16,
+)
+
+#: layout name -> what the file looks like
+LAYOUTS = {
+    "melhubert": "official runner file, Upstream_Config['melhubert'], weights under 'model'",
+    "hubert": "older runner file (Speech-SSL-Compression before 2022-12-08): Upstream_Config['hubert']",
+    "Model": "older runner file: weights under 'Model' and Upstream_Config['hubert'] with extra sections",
+    "state_dict": "plain state dict (tensors only)",
+    "no_upstream_config": "official runner file without Upstream_Config (invalid)",
+}
+
+
+def config_for(frame_period_ms: int = 20, **overrides) -> MelHuBERTConfig:
+    fields = dict(TINY_CONFIG)
+    fields.update(overrides)
+    return MelHuBERTConfig(feat_emb_dim=4 * frame_period_ms, **fields)
+
+
+def random_state_dict(config: MelHuBERTConfig, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """Official-named weights; every tensor (incl. LayerNorm and biases) is random so that a
+    mix-up of any two parameters shows in the outputs."""
+    from .model import MelHuBERTModel
+
+    generator = torch.Generator().manual_seed(seed)
+    model = MelHuBERTModel(config)
+    state = OrderedDict()
+    for name, tensor in model.state_dict().items():
+        noise = torch.randn(tensor.shape, generator=generator)
+        if name.endswith("layer_norm.weight"):
+            value = 1.0 + 0.1 * noise
+        elif name.endswith("weight_g"):
+            value = tensor * (1.0 + 0.1 * noise.abs())
+        elif name.endswith("weight_v") or name.endswith("weight"):
+            value = noise * (0.5 / tensor.shape[-1] ** 0.5 if tensor.dim() > 1 else 0.02)
+        else:
+            value = 0.02 * noise
+        state[name] = value.contiguous()
+    return state
+
+
+def _model_yaml(config: MelHuBERTConfig) -> dict:
+    section = config.to_official()
+    section.update(pred_masked_weight=1.0, pred_nomask_weight=0.0, skip_masked=False, skip_nomask=True,
+                   mask_prob=0.7, mask_length=5, mask_selection="static", mask_other=0.0,
+                   no_mask_overlap=False, mask_min_space=1, learnable_mask_emb=False,
+                   mask_before_proj=True, final_dim=40)
+    return section
+
+
+def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layout: str = "melhubert",
+                              seed: int = 0, state: dict | None = None) -> Path:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; one of {sorted(LAYOUTS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = random_state_dict(config, seed) if state is None else state
+    if layout == "state_dict":
+        torch.save(state, path)
+        return path
+    params = [torch.nn.Parameter(t.clone()) for t in state.values()]
+    optimizer = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    fp = config.frame_period_ms
+    args = argparse.Namespace(
+        runner_config=f"config/config_runner_{fp}ms.yaml", upstream_config=f"config/config_model_{fp}ms.yaml",
+        expdir="result/melhubert", frame_period=fp, initial_weight="", init_optimizer_from_initial_weight=False,
+        seed=1337, device="cuda",
+    )
+    runner = {
+        "runner": {"n_epochs": 200, "total_steps": 632600, "gradient_clipping": 10.0,
+                   "gradient_accumulate_steps": 8, "log_step": 2500, "save_every_x_epochs": 50},
+        "optimizer": {"name": "Adam", "lr": 1.0e-4},
+        "datarc": {"sets": ["train-clean-360"], "train_batch_size": 4, "sequence_length": 750 * 20 // fp},
+    }
+    top = "melhubert" if layout in ("melhubert", "no_upstream_config") else "hubert"
+    upstream_config = {top: _model_yaml(config)}
+    if layout == "Model":
+        upstream_config.update(task={"sequence_length": 750}, adjust_init_weight={})
+    checkpoint = {
+        "Optimizer": optimizer.state_dict(),
+        "Step": 1000,
+        "Args": args,
+        "Runner": runner,
+        "Model" if layout == "Model" else "model": OrderedDict(state),
+        "Upstream_Config": upstream_config,
+    }
+    if layout == "no_upstream_config":
+        del checkpoint["Upstream_Config"]
+    torch.save(checkpoint, path)
+    return path
+
+
+def make_checkpoint(entry: str, directory: Path) -> dict:
+    """A tiny random checkpoint usable by ``entry`` (see the s3prl-plugins test contract)."""
+    directory = Path(directory)
+    if entry == "melhubert_local":
+        path = write_official_checkpoint(directory / "melhubert-tiny.ckpt", config_for(20))
+        return {"ckpt": str(path), "model_config": None}
+    name = "melhubert_20ms_960h_stage2" if entry == "melhubert" else entry
+    if name not in RELEASED:
+        raise ValueError(f"{entry!r} is not a MelHuBERT entry")
+    from ..common.checkpoint import cached_download_path
+
+    release = RELEASED[name]
+    target = cached_download_path(release.url, release.filename)
+    write_official_checkpoint(target, config_for(release.frame_period_ms))
+    return {"ckpt": None, "model_config": None}
