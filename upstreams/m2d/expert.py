@@ -74,15 +74,12 @@ class M2DUpstream(Upstream):
         if stats.utterances >= self.stats_updates:
             return
         stats.update(lms, frames)
-        # Normalise with the data set's statistics as soon as there are some, as the official
-        # m2d_calcnorm does, so that the downstream run stays meaningful.
-        self.model.norm_mean, self.model.norm_std = stats.mean, max(stats.std, 1e-6)
         done = stats.utterances >= self.stats_updates
         if done or stats.utterances % 1000 < lms.shape[0]:
             header = "final" if done else "running"
             print(f"[m2d_calcnorm] {header} {stats.report(self.ckpt_hint)}", flush=True)
             if done:
-                print("[m2d_calcnorm] statistics are fixed from now on; the run continues "
+                print("[m2d_calcnorm] done measuring; the run continues unchanged "
                       "(stop it whenever you like).", flush=True)
 
 
@@ -187,8 +184,11 @@ def build_upstream(
     if calcnorm:
         collector = RunningLogMelStats()
         updates = int(options.get("calcnorm_updates", 10_000))
-        print(f"[m2d_calcnorm] computing log-mel statistics over the first {updates} utterances of this run; "
-              f"features are normalised with the running statistics meanwhile.", flush=True)
+        # Features stay normalised with fixed statistics, so this run (and a later -m evaluate of
+        # it) is deterministic; the statistics measured here are for the real run.
+        print(f"[m2d_calcnorm] measuring the log-mel statistics of the first {updates} utterances of this run; "
+              f"meanwhile features are normalised with mean={stats.mean}, std={stats.std} from {stats.source}.",
+              flush=True)
     else:
         updates = 0
         if is_default:
