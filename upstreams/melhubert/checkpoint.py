@@ -168,7 +168,8 @@ def import_state_dict(obj: Any, *, where: str, yaml_section: Mapping | None = No
         )
     else:
         config = infer_config(state, where=where)
-        layout = "plain state dict (architecture inferred from shapes)"
+        layout = ("plain state dict (architecture inferred from shapes, 64-dim attention heads; "
+                  "give melhubert.encoder_attention_heads in -g if different)")
     return ImportedCheckpoint(config=config, state_dict=state, layout=layout, step=step)
 
 
