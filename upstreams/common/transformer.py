@@ -90,7 +90,8 @@ class SelfAttention(nn.Module):
     explicitly, since SDPA does not expose it); otherwise SDPA runs the fused kernel.
     """
 
-    def __init__(self, dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0,
+                 reuses_map: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -98,17 +99,35 @@ class SelfAttention(nn.Module):
         self.head_dim = dim // num_heads
         # dropout on the attention probabilities, active in train mode only (fairseq semantics)
         self.dropout = dropout
-        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        # A layer that reuses an earlier layer's map (ARMHuBERT) has no query/key projections.
+        self.reuses_map = reuses_map
+        if not reuses_map:
+            self.k_proj = nn.Linear(dim, dim, bias=bias)
         self.v_proj = nn.Linear(dim, dim, bias=bias)
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        if not reuses_map:
+            self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def _heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False):
+    def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False,
+                scores: Tensor | None = None):
+        """``scores`` ([B, H, T, T]), when given, replaces ``q kᵀ/√d``: the map is then
+        ``softmax(scores + bias)``. Layers built with ``reuses_map=True`` need it (ARMHuBERT feeds
+        the previous layer's post-softmax map here, hence its "double softmax")."""
         b, t, c = x.shape
+        if scores is not None:
+            v = self._heads(self.v_proj(x))
+            if bias is not None:
+                scores = scores + bias
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+            out = torch.matmul(F.dropout(weights, self.dropout, self.training), v)
+            out = self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+            return out, weights if need_weights else None
+        if self.reuses_map:
+            raise ValueError("this attention reuses an earlier layer's map: pass scores=...")
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         if need_weights:
             # fairseq scales q before the product; same math as SDPA's scaling.
@@ -143,11 +162,12 @@ class PostLNTransformerLayer(nn.Module):
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         activation_dropout: float = 0.0,
+        reuses_map: bool = False,
     ):
         super().__init__()
         self.dropout = dropout
         self.activation_dropout = activation_dropout
-        self.self_attn = SelfAttention(dim, num_heads, dropout=attention_dropout)
+        self.self_attn = SelfAttention(dim, num_heads, dropout=attention_dropout, reuses_map=reuses_map)
         self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
         self.fc1 = nn.Linear(dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, dim)
@@ -157,8 +177,9 @@ class PostLNTransformerLayer(nn.Module):
         hidden = F.dropout(F.gelu(self.fc1(x)), self.activation_dropout, self.training)
         return F.dropout(self.fc2(hidden), self.dropout, self.training)
 
-    def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False):
-        attn, weights = self.self_attn(x, bias, need_weights=need_weights)
+    def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False,
+                scores: Tensor | None = None):
+        attn, weights = self.self_attn(x, bias, need_weights=need_weights, scores=scores)
         x = self.self_attn_layer_norm(x + F.dropout(attn, self.dropout, self.training))
         x = self.final_layer_norm(x + self.feed_forward(x))
         return x, weights
