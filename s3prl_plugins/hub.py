@@ -8,7 +8,7 @@ module (and therefore ``s3prl.hub``) stays fast: torch and the models load insid
 from __future__ import annotations
 
 import importlib as _importlib
-import logging as _logging
+import sys as _sys
 
 #: the families whose ``upstreams/<family>/hubconf.py`` contribute entries
 FAMILIES = ("m2d", "melhubert", "armhubert", "starhubert", "dasheng")
@@ -28,7 +28,8 @@ def _collect() -> None:
             names = list(module.__all__)
         except Exception as error:  # noqa: BLE001 - report and keep the other families
             FAILED_FAMILIES[family] = error
-            _logging.getLogger(__name__).warning("s3prl-plugins: %s entries not loaded: %r", family, error)
+            # print, not only log: s3prl configures no logging handler at hub import time
+            print(f"WARNING s3prl-plugins: {family} entries not loaded: {error!r}", file=_sys.stderr)
             continue
         for name in names:
             if name in ENTRY_FAMILY:

@@ -34,8 +34,8 @@ HUB_BLOCK = f"""{BEGIN}
 try:
     from s3prl_plugins.hub import *  # noqa: F401,F403
 except Exception as _s3prl_plugins_error:  # a broken plugin must not break s3prl's own upstreams
-    import logging as _s3prl_plugins_logging
-    _s3prl_plugins_logging.getLogger(__name__).warning("s3prl-plugins entries not loaded: %r", _s3prl_plugins_error)
+    import sys as _s3prl_plugins_sys
+    print(f"WARNING s3prl-plugins entries not loaded: {{_s3prl_plugins_error!r}}", file=_s3prl_plugins_sys.stderr)
 {END}
 """
 CONFIG_ROOT = Path(__file__).resolve().parent / "s3prl_configs"

@@ -220,6 +220,15 @@ def _trusted_global(full_name: str):
     return None
 
 
+def _numpy_dtype_classes() -> list:
+    """numpy's dtype classes: a pickled array's dtype is rebuilt as one of them."""
+    try:
+        import numpy.dtypes
+    except ImportError:
+        return []
+    return [v for v in vars(numpy.dtypes).values() if isinstance(v, type)]
+
+
 def _safe_global_for(full_name: str):
     real = _trusted_global(full_name)
     if real is not None:
@@ -243,7 +252,10 @@ def _torch_load(path: Path, mmap: bool) -> Any:
         except Exception:  # older layouts inside a zip; the retry loop below still works
             names = []
     for _ in range(64):  # legacy (non-zip) pickles: learn one missing global per failed attempt
-        with torch.serialization.safe_globals([_safe_global_for(n) for n in names]):
+        allowed = [_safe_global_for(n) for n in names]
+        if any(n.startswith("numpy") for n in names):
+            allowed += _numpy_dtype_classes()
+        with torch.serialization.safe_globals(allowed):
             try:
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except Exception as error:

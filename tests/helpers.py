@@ -1,0 +1,71 @@
+"""Running s3prl's real downstream runner on generated data, and reading what it wrote."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+E2E_RUNNER = Path(__file__).resolve().parent / "e2e_runner.py"
+
+TASKS = ("speech_commands", "fluent_commands")
+
+
+def task_overrides(task: str, data: dict, steps: int = 20) -> str:
+    """``-o`` settings for a short CPU run of ``task`` on the generated data."""
+    runner = (f"config.runner.total_steps={steps},,config.runner.log_step={steps // 2},,"
+              f"config.runner.eval_step={steps},,config.runner.save_step={steps}")
+    if task == "speech_commands":
+        ks = data["ks"]
+        datarc = (f"config.downstream_expert.datarc.speech_commands_root={ks['root']},,"
+                  f"config.downstream_expert.datarc.speech_commands_test_root={ks['test_root']},,"
+                  "config.downstream_expert.datarc.batch_size=8,,config.downstream_expert.datarc.num_workers=0")
+    elif task == "fluent_commands":
+        datarc = (f"config.downstream_expert.datarc.file_path={data['ic']['root']},,"
+                  "config.downstream_expert.datarc.train_batch_size=8,,"
+                  "config.downstream_expert.datarc.eval_batch_size=8,,config.downstream_expert.datarc.num_workers=0")
+    else:
+        raise ValueError(task)
+    return f"{runner},,{datarc}"
+
+
+def downstream_commands(entry: str, ckpt, model_config, data: dict, workdir: Path, tasks=TASKS) -> list[list[str]]:
+    """The run_downstream.py argument lists of a train + evaluate run per task."""
+    commands = []
+    for task in tasks:
+        expdir = workdir / task
+        train = ["-m", "train", "-u", entry, "-d", task, "-p", str(expdir), "--device", "cpu",
+                 "-o", task_overrides(task, data)]
+        if ckpt is not None:
+            train += ["-k", str(ckpt)]
+        if model_config is not None:
+            train += ["-g", str(model_config)]
+        commands.append(train)
+        commands.append(["-m", "evaluate", "-e", str(expdir / "dev-best.ckpt"), "--device", "cpu"])
+    return commands
+
+
+def run_downstream_e2e(entry: str, ckpt, model_config, data: dict, workdir: Path, tasks=TASKS, timeout=1200):
+    """Train and evaluate ``entry`` on each task in ONE interpreter (s3prl's import cost once)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = workdir / "plan.json"
+    plan.write_text(json.dumps(downstream_commands(entry, ckpt, model_config, data, workdir, tasks)))
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    result = subprocess.run([sys.executable, str(E2E_RUNNER), str(plan)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"run_downstream failed for {entry}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return {task: workdir / task for task in tasks}
+
+
+def accuracies(expdir: Path) -> dict[str, list[float]]:
+    """``{split: [acc at each evaluation]}`` parsed from the runner's ``log.log``."""
+    found: dict[str, list[float]] = {}
+    for line in (expdir / "log.log").read_text().splitlines():
+        match = re.match(r"^(dev|test) at step \d+: ([0-9.eE+-]+)$", line.strip())
+        if match:
+            found.setdefault(match.group(1), []).append(float(match.group(2)))
+    return found

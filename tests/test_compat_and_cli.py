@@ -1,0 +1,132 @@
+"""torch/torchaudio compatibility fixes and the wrapper CLIs."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from s3prl_plugins import compat, hub
+from s3prl_plugins._cli import with_local_rank
+from s3prl_plugins.run_downstream import default_task_config
+from s3prl_plugins.run_pretrain import absolute_paths
+
+
+def test_local_rank_translation(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert with_local_rank(["-m", "train", "--local-rank=1"]) == ["-m", "train", "--local_rank", "1"]
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert with_local_rank(["-m", "train"])[-2:] == ["--local_rank", "3"]
+    assert with_local_rank(["--local_rank", "0"]) == ["--local_rank", "0"]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert with_local_rank(["-m", "train"]) == ["-m", "train"]
+
+
+def test_pretrain_paths_become_absolute(tmp_path):
+    argv = absolute_paths(["-u", "x", "-n", "run", "-p", "exp", "--config=cfg.yaml"], tmp_path)
+    assert argv[5] == str(tmp_path / "exp") and argv[6] == f"--config={tmp_path / 'cfg.yaml'}"
+    assert argv[:5] == ["-u", "x", "-n", "run", "-p"]
+
+
+def test_s3prl_checkpoints_load_weights_only(tmp_path):
+    """What run_downstream -e and run_pretrain resume read: Namespace + s3prl schedule objects."""
+    from s3prl.optimizers import get_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = get_optimizer([model], 10, {"name": "AdamW_with_schedule", "lr": 1e-3, "warmup_proportion": 0.1})
+    torch.save({"Args": argparse.Namespace(mode="train"), "Optimizer": optimizer.state_dict()}, tmp_path / "s.ckpt")
+    code = textwrap.dedent(f"""
+        import torch
+        try:
+            torch.load({str(tmp_path / 's.ckpt')!r}, map_location='cpu')
+            print('loaded-before')
+        except Exception:
+            print('refused-before')
+        from s3prl_plugins import compat
+        compat.allow_s3prl_checkpoints()
+        print(torch.load({str(tmp_path / 's.ckpt')!r}, map_location='cpu')['Args'].mode)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused-before", "train"]
+
+
+def test_torchaudio_shim_functions(tmp_path):
+    """The >= 2.9 replacements, checked against torchaudio 2.8's own behaviour."""
+    import soundfile
+
+    wave = torch.randn(2, 22050) * 0.1
+    soundfile.write(str(tmp_path / "a.wav"), wave.t().numpy(), 22050, subtype="FLOAT")
+    loaded, rate = compat._soundfile_load(tmp_path / "a.wav")
+    assert rate == 22050 and torch.allclose(loaded, wave, atol=1e-6)
+    out, new_rate = compat._apply_effects_file(tmp_path / "a.wav", [["channels", "1"], ["rate", "16000"], ["gain", "-3.0"]])
+    assert new_rate == 16000 and out.shape[0] == 1 and abs(out.shape[1] - 16000) <= 1
+    info = compat._soundfile_info(tmp_path / "a.wav")
+    assert (info.sample_rate, info.num_frames, info.num_channels) == (22050, 22050, 2)
+    assert compat.patch_torchaudio() is (compat.torchaudio_version() >= (2, 9))
+
+
+def test_default_task_config_falls_back_to_ours(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = default_task_config("fluent_commands")
+    assert config is not None and config.name == "config.yaml" and config.is_file()
+    (tmp_path / "downstream" / "fluent_commands").mkdir(parents=True)
+    (tmp_path / "downstream" / "fluent_commands" / "config.yaml").write_text("runner: {}\n")
+    assert default_task_config("fluent_commands") == (tmp_path / "downstream/fluent_commands/config.yaml").resolve()
+
+
+def test_every_entry_has_the_s3prl_signature():
+    assert hub.__all__ and not hub.FAILED_FAMILIES, hub.FAILED_FAMILIES
+    for name in hub.__all__:
+        params = inspect.signature(getattr(hub, name)).parameters
+        assert list(params)[:3] == ["ckpt", "model_config", "refresh"], name
+        assert params["ckpt"].default is None and params["model_config"].default is None
+        assert params["refresh"].default is False
+        assert any(p.kind is p.VAR_KEYWORD for p in params.values()), name
+
+
+def test_entries_do_not_shadow_s3prl_and_import_light():
+    code = textwrap.dedent("""
+        import sys
+        import s3prl_plugins.hub as plugins
+        heavy = [m for m in ("torch", "torchaudio", "numpy") if m in sys.modules]
+        print("HEAVY", heavy)
+        import s3prl.hub as hub
+        clash = [n for n in plugins.__all__ if n in vars(hub) and getattr(hub, n) is not getattr(plugins, n)]
+        print("CLASH", clash)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout and "CLASH []" in out.stdout
+
+
+@pytest.mark.parametrize("entry", [n for n in hub.__all__ if n.endswith("_local")])
+def test_local_entries_ask_for_a_checkpoint(entry):
+    with pytest.raises((FileNotFoundError, ValueError), match="-k"):
+        getattr(hub, entry)(ckpt=None, model_config=None)
+
+
+def test_every_family_can_make_test_checkpoints():
+    import importlib
+
+    for family in hub.FAMILIES:
+        testing = importlib.import_module(f"s3prl_plugins.upstreams.{family}.testing")
+        assert callable(testing.make_checkpoint), family
+
+
+@pytest.mark.slow
+def test_wrapper_help_lists_plugin_entries():
+    out = subprocess.run([sys.executable, "-m", "s3prl_plugins.run_downstream", "-h"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert all(name in out.stdout for name in hub.__all__[:3])
+    pre = subprocess.run([sys.executable, "-m", "s3prl_plugins.run_pretrain", "-h"], capture_output=True,
+                         text=True, timeout=600)
+    assert pre.returncode == 0 and "--upstream" in pre.stdout, pre.stderr

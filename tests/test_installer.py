@@ -1,0 +1,181 @@
+"""install_into_s3prl.py on a private copy of the installed s3prl package."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from s3prl_plugins import installer
+from s3prl_plugins._cli import s3prl_package_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _digest_tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture
+def s3prl_copy(tmp_path) -> Path:
+    target = tmp_path / "site" / "s3prl"
+    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def _run(*args, cwd=None, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, str(ROOT / "install_into_s3prl.py"), *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_install_is_idempotent_and_uninstall_restores_every_byte(s3prl_copy):
+    before = _digest_tree(s3prl_copy)
+    logs = []
+    assert installer.install(s3prl_copy, log=logs.append)
+    hub = (s3prl_copy / "hub.py").read_text()
+    assert hub.count(installer.BEGIN) == 1 and "from s3prl_plugins.hub import *" in hub
+    assert (s3prl_copy / "downstream" / "speech_commands" / "config.yaml").is_file()
+    assert (s3prl_copy / "downstream" / "fluent_commands" / "config.yaml").is_file()
+    after_first = _digest_tree(s3prl_copy)
+
+    logs.clear()
+    assert not installer.install(s3prl_copy, log=logs.append)
+    assert any("nothing changed" in line for line in logs)
+    assert _digest_tree(s3prl_copy) == after_first
+
+    installer.uninstall(s3prl_copy, log=logs.append)
+    assert _digest_tree(s3prl_copy) == before
+    assert not installer.uninstall(s3prl_copy, log=logs.append)  # second uninstall: nothing to do
+
+
+def test_existing_task_configs_are_never_overwritten(s3prl_copy):
+    mine = s3prl_copy / "downstream" / "fluent_commands" / "config.yaml"
+    mine.write_text("# my own config\n")
+    installer.install(s3prl_copy, log=lambda *_: None)
+    assert mine.read_text() == "# my own config\n"
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert mine.read_text() == "# my own config\n"
+
+
+def test_hub_without_trailing_newline_round_trips(s3prl_copy):
+    hub = s3prl_copy / "hub.py"
+    hub.write_bytes(hub.read_bytes().rstrip(b"\n"))
+    original = hub.read_bytes()
+    installer.install(s3prl_copy, log=lambda *_: None)
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert hub.read_bytes() == original
+
+
+def test_dry_run_changes_nothing(s3prl_copy):
+    before = _digest_tree(s3prl_copy)
+    lines = []
+    assert installer.install(s3prl_copy, dry_run=True, log=lines.append)
+    assert any("edit hub.py" in line for line in lines)
+    assert _digest_tree(s3prl_copy) == before
+
+
+def test_crash_mid_install_leaves_hub_intact_and_undoable(s3prl_copy, monkeypatch):
+    original = (s3prl_copy / "hub.py").read_bytes()
+    real_replace = os.replace
+
+    def crash_on_hub(src, dst):
+        if str(dst).endswith("hub.py"):
+            raise KeyboardInterrupt("simulated crash")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_hub)
+    with pytest.raises(KeyboardInterrupt):
+        installer.install(s3prl_copy, log=lambda *_: None)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (s3prl_copy / "hub.py").read_bytes() == original
+    assert not list(s3prl_copy.glob(".hub.py.*.tmp"))
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert (s3prl_copy / "hub.py").read_bytes() == original
+
+
+def test_untested_version_and_git_checkout(s3prl_copy):
+    (s3prl_copy / "version.txt").write_text("0.4.17\n")
+    with pytest.raises(installer.InstallError, match="untested.*--force"):
+        installer.install(s3prl_copy, log=lambda *_: None)
+    (s3prl_copy.parent / ".git").mkdir()
+    lines = []
+    installer.install(s3prl_copy, force=True, log=lines.append)
+    assert any("git checkout" in line and "git status" in line for line in lines)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_install_is_refused(s3prl_copy):
+    os.chmod(s3prl_copy / "hub.py", 0o444)
+    os.chmod(s3prl_copy, 0o555)
+    try:
+        with pytest.raises(installer.InstallError, match="not writable"):
+            installer.install(s3prl_copy, log=lambda *_: None)
+    finally:
+        os.chmod(s3prl_copy, 0o755)
+
+
+def test_pretrain_recipe_shims(s3prl_copy, monkeypatch, tmp_path):
+    config = tmp_path / "config_model.yaml"
+    config.write_text("model: {}\n")
+    recipe = {"expert_shim": "from s3prl_plugins.pretrain import S3PRL_RECIPES as UpstreamPretrainExpert\n",
+              "files": {"config_model.yaml": str(config)}}
+    monkeypatch.setattr("s3prl_plugins.pretrain.S3PRL_RECIPES", {"plugintest": recipe})
+    before = _digest_tree(s3prl_copy)
+    installer.install(s3prl_copy, log=lambda *_: None)
+    assert (s3prl_copy / "pretrain" / "plugintest" / "pretrain_expert.py").read_text() == recipe["expert_shim"]
+    assert (s3prl_copy / "pretrain" / "plugintest" / "config_model.yaml").read_text() == "model: {}\n"
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert not (s3prl_copy / "pretrain" / "plugintest").exists()
+    assert _digest_tree(s3prl_copy) == before
+    monkeypatch.setattr("s3prl_plugins.pretrain.S3PRL_RECIPES", {"tera_plugin": recipe})
+    with pytest.raises(installer.InstallError, match="clash"):
+        installer.install(s3prl_copy, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_cli_check_and_broken_plugin_does_not_break_s3prl(s3prl_copy, tmp_path):
+    site = str(s3prl_copy.parent)
+    no_block = _run("--check", "--s3prl-dir", str(s3prl_copy))
+    assert no_block.returncode == 1 and "not in" in no_block.stdout
+    installed = _run("--s3prl-dir", str(s3prl_copy), env_extra={"PYTHONPATH": site})
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "check passed" in installed.stdout
+
+    # A plugin whose import fails: s3prl.hub must still import with all of its own entries.
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["s3prl_plugins.hub"] = None  # makes `from s3prl_plugins.hub import *` raise
+        import s3prl.hub as hub
+        assert callable(hub.hubert) and callable(hub.wav2vec2)
+        print(len(hub.options()))
+    """)
+    env = dict(os.environ, PYTHONPATH=site)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) >= 190
+    assert "s3prl-plugins entries not loaded" in result.stderr and "s3prl_plugins.hub" in result.stderr
+    # --check must fail while the plugin cannot be imported (here: its hub module is missing)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text("import sys\nsys.modules['s3prl_plugins.hub'] = None\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(broken), site]))
+    check = subprocess.run([sys.executable, str(ROOT / "install_into_s3prl.py"), "--check", "--s3prl-dir",
+                            str(s3prl_copy)], capture_output=True, text=True, env=env, timeout=600)
+    assert check.returncode == 1 and "check failed" in check.stdout
+
+    removed = _run("--uninstall", "--s3prl-dir", str(s3prl_copy))
+    assert removed.returncode == 0 and "back to its state" in removed.stdout
+
+
+def test_cli_errors_clearly_without_s3prl(tmp_path):
+    result = _run("--s3prl-dir", str(tmp_path))
+    assert result.returncode == 2 and "not an s3prl package folder" in result.stderr
+    help_text = _run("--help")
+    assert help_text.returncode == 0 and "--uninstall" in help_text.stdout
