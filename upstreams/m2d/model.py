@@ -266,15 +266,21 @@ class M2DModel(nn.Module):
         lms = nn.functional.pad(lms, (0, num_chunks * unit - total))
         chunks = lms.reshape(batch, n_mels, num_chunks, unit).transpose(1, 2).reshape(batch * num_chunks, 1, n_mels, unit)
 
-        # Whole chunks run together without a mask; the shorter last chunks run together, cut to
-        # the longest of them, with a key padding mask (their results equal encoding each alone).
+        # Whole chunks run together without a mask. The shorter last chunks are grouped by length
+        # (so that padding costs at most ~25 % extra work), each group cut to its longest chunk
+        # and run with a key padding mask; the results equal encoding each chunk alone.
         groups = []
         if full_ids:
             groups.append((full_ids, unit_steps, None))
-        if partial_ids:
-            width = max(partial_steps)
-            steps = None if min(partial_steps) == width else torch.tensor(partial_steps, device=device)
-            groups.append((partial_ids, width, steps))
+        order = sorted(range(len(partial_ids)), key=lambda j: -partial_steps[j])
+        while order:
+            width = partial_steps[order[0]]
+            members = [j for j in order if partial_steps[j] * 4 >= width * 3]
+            order = order[len(members):]
+            ids = [partial_ids[j] for j in members]
+            lengths = [partial_steps[j] for j in members]
+            steps = None if min(lengths) == width else torch.tensor(lengths, device=device)
+            groups.append((ids, width, steps))
 
         outputs = None
         for ids, width, steps in groups:
