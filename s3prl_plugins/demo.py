@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from . import hub
+    from ._cli import s3prl_package_dir
     from .data import make_ic, make_ks
 
     if args.entry not in hub.__all__:
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(expdir)
-        _run([sys.executable, "-m", "s3prl.run_downstream", "-m", "train", *upstream, "-d", task,
+        # the task config that install_into_s3prl.py placed (s3prl's default path is cwd-relative)
+        config = s3prl_package_dir() / "downstream" / task / "config.yaml"
+        if not config.is_file():
+            sys.exit(f"error: {config} is missing; run `python install_into_s3prl.py` first.")
+        _run([sys.executable, "-m", "s3prl.run_downstream", "-m", "train", *upstream, "-d", task, "-c", str(config),
               "-p", str(expdir), "--device", args.device, "-o", _overrides(task, data, args.steps)], log)
         _run([sys.executable, "-m", "s3prl_plugins.run_downstream", "-m", "evaluate",
               "-e", str(expdir / "dev-best.ckpt"), "--device", args.device], log)

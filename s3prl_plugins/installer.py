@@ -102,9 +102,15 @@ def strip_block(text: bytes) -> tuple[bytes, bool]:
 
 
 def git_checkout_of(path: Path) -> Path | None:
+    """The git work tree that tracks ``path`` (None if none, or if the tree ignores it)."""
     for parent in [path, *path.parents]:
         if (parent / ".git").exists():
-            return parent
+            try:
+                ignored = subprocess.run(["git", "-C", str(parent), "check-ignore", "-q", str(path)],
+                                         capture_output=True, timeout=30).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ignored = False
+            return None if ignored else parent
     return None
 
 
