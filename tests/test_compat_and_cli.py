@@ -130,3 +130,75 @@ def test_wrapper_help_lists_plugin_entries():
     pre = subprocess.run([sys.executable, "-m", "s3prl_plugins.run_pretrain", "-h"], capture_output=True,
                          text=True, timeout=600)
     assert pre.returncode == 0 and "--upstream" in pre.stdout, pre.stderr
+
+
+TOY_RECIPE = '''
+import torch
+from torch.utils.data import DataLoader
+
+
+class UpstreamPretrainExpert(torch.nn.Module):
+    """Smallest s3prl pre-training expert: a linear model fitting random targets."""
+
+    def __init__(self, datarc, upstream_config, device="cpu", multi_gpu=False, **kwargs):
+        super().__init__()
+        self.device = device
+        self.model = torch.nn.Linear(4, 1)
+        gen = torch.Generator().manual_seed(0)
+        self.data = [(torch.randn(8, 4, generator=gen), torch.randn(8, 1, generator=gen)) for _ in range(4)]
+
+    def get_train_dataloader(self):
+        return DataLoader(self.data, batch_size=1, collate_fn=lambda x: x[0])
+
+    def forward(self, data, records={}, global_step=0, log_step=1000, **kwargs):
+        x, y = data
+        loss = torch.nn.functional.mse_loss(self.model(x), y)
+        return loss, records
+
+    def load_model(self, all_states):
+        self.model.load_state_dict(all_states["Model"])
+
+    def add_state_to_save(self, all_states):
+        all_states["Model"] = self.model.state_dict()
+        return all_states
+
+    def on_before_zero_grad(self):
+        pass
+
+    def log_records(self, records, logger, prefix, global_step, **kwargs):
+        pass
+'''
+
+
+@pytest.mark.slow
+def test_run_pretrain_wrapper_exposes_recipes_without_install(tmp_path):
+    """``python -m s3prl_plugins.run_pretrain -u <recipe>`` from any folder, s3prl untouched."""
+    (tmp_path / "toy_recipe_mod.py").write_text(TOY_RECIPE)
+    runner_cfg = tmp_path / "config_runner.yaml"
+    runner_cfg.write_text(textwrap.dedent("""
+        runner: {n_epochs: -1, total_steps: 4, gradient_clipping: 5.0, gradient_accumulate_steps: 1,
+                 log_step: 2, save_step: 2, max_keep: 2, fp16: false}
+        optimizer: {name: TorchOptim, torch_optim_name: Adam, lr: 1.0e-3}
+        pretrain_expert: {datarc: {train_batch_size: 8, num_workers: 0}}
+    """))
+    model_cfg = tmp_path / "config_model.yaml"
+    model_cfg.write_text("toy: {}\n")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from s3prl_plugins import pretrain
+        from s3prl_plugins.run_pretrain import main
+        pretrain.S3PRL_RECIPES["plugintoy"] = {{
+            "expert_shim": "from toy_recipe_mod import UpstreamPretrainExpert\\n",
+            "files": {{"config_runner.yaml": {str(runner_cfg)!r}, "config_model.yaml": {str(model_cfg)!r}}},
+        }}
+        main(sys.argv[1:])
+    """)
+    from s3prl_plugins._cli import s3prl_package_dir
+
+    before = sorted(p.name for p in (s3prl_package_dir() / "pretrain").iterdir())
+    out = subprocess.run([sys.executable, "-c", script, "-u", "plugintoy", "-n", "toy", "-p", "exp", "--device", "cpu"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sorted((tmp_path / "exp").glob("states-*.ckpt")), list((tmp_path / "exp").iterdir())
+    assert sorted(p.name for p in (s3prl_package_dir() / "pretrain").iterdir()) == before
