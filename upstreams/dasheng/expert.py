@@ -14,7 +14,7 @@ from ..common.config import ConfigError, load_model_config, warn_unknown_keys
 from .importers import load_dasheng
 from .model import DashengEncoder
 
-__all__ = ["UpstreamExpert", "DashengUpstream", "MODEL_CONFIG_KEYS"]
+__all__ = ["load_upstream", "DashengUpstream", "MODEL_CONFIG_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +24,13 @@ MODEL_CONFIG_KEYS = {
     # "official": dasheng's batched ``model(padded, x_length)``, i.e. the top_db floor over the
     # whole batch, the STFT of the zero-padded batch and the key mask ``N // 640``.
     "batch_mode": "per_utterance",
-    # encoder weights' dtype: float32, bfloat16 or float16 (the front end is always float32)
+    # encoder weights' dtype: float32 or bfloat16 (the front end is always float32). float16 is
+    # not offered: its range cannot hold the finite attention mask of fully padded chunks.
     "dtype": "float32",
     # only for encoder widths outside the released ones whose head count is not 64-dim
     "num_heads": None,
 }
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def _options(model_config: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class DashengUpstream(Upstream):
 
     ``hidden_states`` has ``depth + 1`` entries (embeddings, blocks 1..depth-1, final LayerNorm
     of the last block); ``last_hidden_state`` is the official model output. Hidden states are
-    returned in float32 even when the encoder runs in bfloat16/float16.
+    returned in float32 even when the encoder runs in bfloat16.
     """
 
     model_name = "dasheng"
@@ -70,7 +70,7 @@ class DashengUpstream(Upstream):
         return {"hidden_states": hidden, "last_hidden_state": hidden[-1]}
 
 
-def UpstreamExpert(ckpt: str | os.PathLike, model_config: Any = None, **kwargs) -> DashengUpstream:
+def load_upstream(ckpt: str | os.PathLike, model_config: Any = None, **kwargs) -> DashengUpstream:
     """Load an official Dasheng checkpoint (pip/Zenodo ``.pt`` or Hugging Face) for s3prl."""
     options = _options(model_config, kwargs)
     overrides = {"num_heads": options["num_heads"]} if options["num_heads"] else {}

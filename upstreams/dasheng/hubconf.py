@@ -8,22 +8,22 @@ def dasheng_local(ckpt=None, model_config=None, refresh=False, **kwargs):
     """Dasheng from a local official checkpoint: ``-k`` = the pip/Zenodo ``.pt`` file, or a
     Hugging Face ``mispeech/dasheng-*`` folder / its ``model.safetensors``."""
     from ..common.checkpoint import resolve_checkpoint
-    from .expert import UpstreamExpert
+    from .expert import load_upstream
 
     path = resolve_checkpoint(ckpt, refresh=refresh, local_entry="dasheng_local", what="the Dasheng checkpoint")
-    return UpstreamExpert(_os.fspath(path), model_config=model_config, **kwargs)
+    return load_upstream(_os.fspath(path), model_config=model_config, **kwargs)
 
 
 def _named(variant_name, model_config, refresh, kwargs):
     from ..common.checkpoint import resolve_checkpoint
-    from .expert import UpstreamExpert
+    from .expert import load_upstream
     from .variants import VARIANTS
 
     variant = VARIANTS[variant_name]
     kwargs.pop("ckpt", None)  # the named entries always use the official release
     path = resolve_checkpoint(variant.url, refresh=refresh, local_entry="dasheng_local",
                               what=f"the official {variant_name} checkpoint")
-    return UpstreamExpert(_os.fspath(path), model_config=model_config, **kwargs)
+    return load_upstream(_os.fspath(path), model_config=model_config, **kwargs)
 
 
 def dasheng_base(ckpt=None, model_config=None, refresh=False, **kwargs):
