@@ -71,7 +71,8 @@ def _model_yaml(config: MelHuBERTConfig) -> dict:
 
 
 def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layout: str = "melhubert",
-                              seed: int = 0, state: dict | None = None) -> Path:
+                              seed: int = 0, state: dict | None = None, optimizer_state: bool = True) -> Path:
+    """``optimizer_state=False`` leaves the Adam moments out (the file is 3x smaller)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; one of {sorted(LAYOUTS)}")
     path = Path(path)
@@ -80,11 +81,13 @@ def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layo
     if layout == "state_dict":
         torch.save(state, path)
         return path
-    params = [torch.nn.Parameter(t.clone()) for t in state.values()]
-    optimizer = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+    params = [torch.nn.Parameter(t.clone()) for t in state.values()] if optimizer_state else []
+    optimizer = torch.optim.Adam(params or [torch.nn.Parameter(torch.zeros(1))], lr=1e-4,
+                                 betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
     for p in params:
         p.grad = torch.zeros_like(p)
-    optimizer.step()
+    if params:
+        optimizer.step()
     fp = config.frame_period_ms
     args = argparse.Namespace(
         runner_config=f"config/config_runner_{fp}ms.yaml", upstream_config=f"config/config_model_{fp}ms.yaml",
