@@ -72,8 +72,13 @@ class StudentEncoder(nn.Module):
                 x, probs = layer(x, bias, need_weights=keeps_map)
                 if keeps_map:
                     reused = self._official_order(probs) if official_batching else probs
+                    if bias is not None:
+                        # the reusing layers mask the same keys: add the mask once, in place when
+                        # autograd does not need the probabilities (softmax's backward reads them)
+                        in_place = official_batching or not (torch.is_grad_enabled() and reused.requires_grad)
+                        reused = reused.add_(bias) if in_place else reused + bias
             else:
-                x, _ = layer(x, bias, scores=reused)
+                x, _ = layer(x, None, scores=reused)
             outputs.append(x)
         return outputs
 

@@ -133,7 +133,7 @@ class SelfAttention(nn.Module):
             # fairseq scales q before the product; same math as SDPA's scaling.
             scores = torch.matmul(q * self.head_dim ** -0.5, k.transpose(-1, -2))
             if bias is not None:
-                scores = scores + bias
+                scores = scores.add_(bias)  # fresh [B, H, T, T] buffer: add in place
             weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
             out = torch.matmul(F.dropout(weights, self.dropout, self.training), v)
         else:

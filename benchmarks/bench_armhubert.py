@@ -1,0 +1,151 @@
+"""Size, compute and speed of the ARMHuBERT-family students against a HuBERT Base-sized model.
+
+For every published architecture (random weights, the real code path of the s3prl upstream):
+
+* parameters (the published table: ARMHuBERT 26.45M, ARMHuBERT-S 22.39M, MaskHuBERT 26.64M,
+  STaRHuBERT 22.31M, STaRHuBERT-L 26.63M);
+* MACs counted with ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2) per 10 s of audio, and
+  as a fraction of HuBERT Base's. The papers' SUPERB-style totals (HuBERT Base 1669G, ARMHuBERT-S
+  449.4G, STaRHuBERT 463.5G, STaRHuBERT-L 511.9G) are over a fixed audio set, so their ratios
+  (0.269, 0.278, 0.307) are what can be compared;
+* throughput (seconds of audio per wall-clock second) and peak resident memory for a batch of
+  8 x 10 s, forward only, fp32, and the achieved GFLOP/s as a fraction of the CPU's fp32 peak.
+
+HuBERT Base-sized = the same student code with HuBERT Base's shape (7 convs x 512 channels,
+768-d, 12 x 3072 FFN, 12 heads), 94.4M parameters.
+
+Usage: ``python benchmarks/bench_armhubert.py [--batch 8] [--seconds 10] [--repeats 3]
+[--peak-gflops 146] [--models ARMHuBERT,STaRHuBERT,...] [--device cpu]``. On a shared machine the
+timings are noisy; every model runs in its own subprocess so peak memory is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HUBERT_BASE = {
+    "extractor_mode": "default",
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2",
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+}
+MODELS = ["ARMHuBERT", "ARMHuBERT-S", "MaskHuBERT", "STaRHuBERT", "STaRHuBERT-L", "HuBERT-Base-sized"]
+PUBLISHED_MACS_G = {"HuBERT-Base-sized": 1669.0, "ARMHuBERT-S": 449.4, "STaRHuBERT": 463.5, "STaRHuBERT-L": 511.9}
+
+
+def _rss_mib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(name: str, batch: int, seconds: float, repeats: int, device: str) -> dict:
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from s3prl_plugins.upstreams.armhubert.config import ARM, PUBLISHED, STAR, student_config
+    from s3prl_plugins.upstreams.armhubert.expert import StudentUpstream
+    from s3prl_plugins.upstreams.armhubert.model import StudentModel
+
+    if name == "HuBERT-Base-sized":
+        cfg = student_config(HUBERT_BASE, STAR)
+    else:
+        cfg = student_config(PUBLISHED[name], STAR if name.startswith("STaR") else ARM)
+    torch.manual_seed(0)
+    upstream = StudentUpstream(StudentModel(cfg), name=name).to(device).eval()
+    params = sum(p.numel() for p in upstream.parameters())
+    samples = int(seconds * 16000)
+    one = [torch.randn(samples, device=device) * 0.1]
+    wavs = [torch.randn(samples, device=device) * 0.1 for _ in range(batch)]
+    with torch.inference_mode():
+        # the math backend, so that attention's matmuls are counted (fused CPU kernels are not)
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            upstream(one)
+        flops_per_utt = counter.get_total_flops()
+        upstream(wavs)  # warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        base_rss = _rss_mib("VmRSS")
+        tracked = _reset_peak_rss()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            upstream(wavs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    best = min(times)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else (_rss_mib("VmHWM") - base_rss if tracked else float("nan")))
+    return {
+        "model": name,
+        "params": params,
+        "gmacs_per_10s": flops_per_utt / 2 / 1e9 * (10.0 / seconds),
+        "batch_seconds": best,
+        "audio_s_per_s": batch * seconds / best,
+        "gflops_per_s": flops_per_utt * batch / best / 1e9,
+        "peak_mib": peak,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peak-gflops", type=float, default=146.0, help="fp32 peak of the machine")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.batch, args.seconds, args.repeats, args.device)))
+        return
+    rows = []
+    for name in args.models.split(","):
+        command = [sys.executable, __file__, "--one", name, "--batch", str(args.batch), "--seconds",
+                   str(args.seconds), "--repeats", str(args.repeats), "--device", args.device]
+        out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+        if out.returncode:
+            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = next((r for r in rows if r["model"] == "HuBERT-Base-sized"), None)
+    print(f"batch {args.batch} x {args.seconds:g} s, {args.device}, {rows[0]['threads'] if rows else '?'} threads; "
+          "timings on a shared machine are noisy")
+    header = (f"{'model':<18}{'params':>12}{'GMACs/10s':>11}{'xHuBERT':>9}{'paper x':>9}"
+              f"{'batch s':>9}{'audio s/s':>11}{'GFLOP/s':>9}{'% peak':>8}{'peak MiB':>10}")
+    print(header)
+    for r in rows:
+        ratio = r["gmacs_per_10s"] / base["gmacs_per_10s"] if base else float("nan")
+        paper = PUBLISHED_MACS_G.get(r["model"])
+        paper_ratio = f"{paper / PUBLISHED_MACS_G['HuBERT-Base-sized']:.3f}" if paper else "-"
+        print(f"{r['model']:<18}{r['params'] / 1e6:>11.2f}M{r['gmacs_per_10s']:>11.1f}{ratio:>9.3f}{paper_ratio:>9}"
+              f"{r['batch_seconds']:>9.2f}{r['audio_s_per_s']:>11.1f}{r['gflops_per_s']:>9.1f}"
+              f"{100 * r['gflops_per_s'] / args.peak_gflops:>7.1f}%{r['peak_mib']:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()
