@@ -215,11 +215,12 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
         writer, kwargs = _named_writer(folder)
         write_release_zip(cached_download_path(url), folder, writer, **kwargs)
         return {"ckpt": None, "model_config": None}
-    folder = "m2d_vit_base-80x208p16x16-240101"
-    config = tiny_config(folder)
-    weight = directory / folder / "checkpoint-300.pth"
+    # M2D-S layout (80x2 patches, 20 ms frames): the speech model of the SUPERB papers.
+    folder = "m2d_s_vit_base-80x200p80x2-230201"
+    config = tiny_config(folder, embed_dim=128)
+    weight = directory / folder / "checkpoint-1000.pth"
     if entry == "m2d":
-        write_full_checkpoint(weight, config)
+        write_full_checkpoint(weight, config, variant="m2d_s")
         return {"ckpt": f"{weight},{TEST_STATS[0]},{TEST_STATS[1]}", "model_config": None}
     if entry == "m2d_local":
         write_full_checkpoint(weight, config, norm_stats=(-7.5, 4.1))
