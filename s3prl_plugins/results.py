@@ -1,0 +1,316 @@
+"""Collect s3prl downstream experiment folders into one table, and show Featurizer layer weights.
+
+``python -m s3prl_plugins.results table ROOT_OR_EXPDIR... [-o results.md] [--csv results.csv]``
+finds every s3prl experiment folder (a folder with ``args_*.yaml`` written by
+``run_downstream.py``) below the given paths and writes one row per upstream (entry + checkpoint)
+and one column per task: the test score of the best dev checkpoint, as the leaderboard reports it.
+
+``python -m s3prl_plugins.results layers EXPDIR/dev-best.ckpt [-o weights.png]`` prints the
+softmax-normalised weights that the Featurizer learned for each upstream layer (SUPERB users read
+them to pick layers), and plots them with matplotlib when it is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import re
+import struct
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+__all__ = ["Experiment", "read_experiment", "find_experiments", "collect", "results_table", "write_markdown",
+           "write_csv", "read_tensorboard_scalars", "layer_weights", "plot_layer_weights", "main"]
+
+#: The score that log.log records for each task, and whether higher is better (s3prl 0.4.18 experts).
+TASK_METRIC: dict[str, tuple[str, bool]] = {
+    "speech_commands": ("acc", True), "fluent_commands": ("acc", True), "emotion": ("acc", True),
+    "voxceleb1": ("acc", True), "asr": ("wer", False), "ctc": ("per", False), "sv_voxceleb1": ("eer", False),
+    "diarization": ("der", False), "quesst14_dtw": ("mtwv", True), "audio_snips": ("slot_type_f1", True),
+}
+#: short SUPERB names of the tasks, for column headers
+TASK_SHORT = {"speech_commands": "KS", "fluent_commands": "IC", "emotion": "ER", "voxceleb1": "SID", "asr": "ASR",
+              "ctc": "PR", "sv_voxceleb1": "ASV", "diarization": "SD", "quesst14_dtw": "QbE", "audio_snips": "SF"}
+
+_SCORE_LINE = re.compile(r"^(?P<new>New best on )?(?P<split>[\w.-]+) at step (?P<step>\d+): (?P<value>[-+0-9.eE]+|nan|inf)$")
+
+
+class ResultsError(ValueError):
+    """A folder or checkpoint that is not what the command expects."""
+
+
+@dataclass
+class Experiment:
+    expdir: Path
+    task: str
+    upstream: str
+    upstream_ckpt: str | None
+    #: {split: [(step, value), ...]} in file order, from log.log
+    scores: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    best_dev: tuple[int, float] | None = None
+    evaluated: bool = False
+    #: last value of each tensorboard scalar tag (e.g. ``speech_commands/test-acc``)
+    scalars: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return TASK_METRIC.get(self.task, ("score", True))[0]
+
+    @property
+    def test_score(self) -> float | None:
+        """The test score of the dev-best checkpoint: the last ``test`` line (``-m evaluate -e
+        dev-best.ckpt`` appends it), else the test line logged at the best dev step."""
+        tests = self.scores.get("test") or self.scores.get("test-clean") or []
+        if not tests:
+            return None
+        if self.evaluated or self.best_dev is None:
+            return tests[-1][1]
+        at_best = [value for step, value in tests if step == self.best_dev[0]]
+        return at_best[-1] if at_best else None
+
+    @property
+    def label(self) -> str:
+        ckpt = Path(self.upstream_ckpt).name if self.upstream_ckpt else None
+        return f"{self.upstream} ({ckpt})" if ckpt else self.upstream
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ResultsError(f"{path} is not valid YAML: {error}") from error
+    return data if isinstance(data, dict) else {}
+
+
+def read_tensorboard_scalars(expdir: Path) -> dict[str, float]:
+    """The last value of every scalar in the tensorboard event files of ``expdir``.
+
+    Reads the TFRecord framing directly (8-byte length, 4-byte crc, payload, 4-byte crc) and
+    parses each payload with tensorboardX's Event protobuf, which s3prl's runner already needs.
+    """
+    try:
+        from tensorboardX.proto import event_pb2
+    except ImportError:  # the runner could not have run without it; be lenient anyway
+        return {}
+    scalars: dict[str, tuple[int, float]] = {}
+    for path in sorted(expdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack_from("<Q", data, offset)
+            start, end = offset + 12, offset + 12 + length
+            if end + 4 > len(data):
+                break  # a file still being written
+            event = event_pb2.Event()
+            event.ParseFromString(data[start:end])
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars[value.tag] = (event.step, value.simple_value)  # later events win
+            offset = end + 4
+    return {tag: value for tag, (_, value) in scalars.items()}
+
+
+def read_experiment(expdir: str | Path) -> Experiment:
+    """Read one experiment folder written by ``run_downstream.py``."""
+    expdir = Path(expdir)
+    args_files = sorted(expdir.glob("args_*.yaml"))
+    if not args_files:
+        raise ResultsError(f"{expdir} is not an s3prl experiment folder (no args_*.yaml from run_downstream.py)")
+    runs = [_read_yaml(p) for p in args_files]
+    first = next((r for r in runs if r.get("mode") == "train"), runs[0])
+    task = first.get("downstream")
+    upstream = first.get("upstream")
+    if not task or not upstream:
+        raise ResultsError(f"{args_files[0]} names no downstream/upstream; was it written by run_downstream.py?")
+    experiment = Experiment(expdir=expdir, task=task, upstream=upstream, upstream_ckpt=first.get("upstream_ckpt"),
+                            evaluated=any(r.get("mode") == "evaluate" for r in runs))
+    log = expdir / "log.log"
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            match = _SCORE_LINE.match(line.strip())
+            if not match:
+                continue
+            step, value = int(match["step"]), float(match["value"])
+            if match["new"]:
+                if match["split"].startswith("dev"):
+                    experiment.best_dev = (step, value)
+            else:
+                experiment.scores.setdefault(match["split"], []).append((step, value))
+    experiment.scalars = read_tensorboard_scalars(expdir)
+    return experiment
+
+
+def find_experiments(paths: Iterable[str | Path]) -> list[Path]:
+    """Every folder at or below ``paths`` that holds an ``args_*.yaml`` of run_downstream.py."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ResultsError(f"{path} does not exist")
+        candidates = [path] if path.is_dir() else []
+        candidates += sorted({p.parent for p in path.rglob("args_*.yaml")}) if path.is_dir() else []
+        for folder in candidates:
+            if any(folder.glob("args_*.yaml")) and folder not in found:
+                found.append(folder)
+    return found
+
+
+def collect(paths: Iterable[str | Path]) -> list[Experiment]:
+    folders = find_experiments(paths)
+    if not folders:
+        raise ResultsError(f"no s3prl experiment folders (with args_*.yaml) under {', '.join(map(str, paths))}")
+    return [read_experiment(folder) for folder in folders]
+
+
+def results_table(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per upstream, one column per task (test score of dev-best)."""
+    tasks = sorted({e.task for e in experiments}, key=lambda t: (TASK_SHORT.get(t, t)))
+    upstreams: list[str] = []
+    cells: dict[tuple[str, str], str] = {}
+    for e in experiments:
+        if e.label not in upstreams:
+            upstreams.append(e.label)
+        score = e.test_score
+        text = "n/a" if score is None or math.isnan(score) else f"{score:.4f}"
+        if not e.evaluated and score is not None:
+            text += "*"
+        cells[(e.label, e.task)] = text
+    header = ["upstream"] + [f"{TASK_SHORT.get(t, t)} {TASK_METRIC.get(t, ('score', True))[0]}" for t in tasks]
+    rows = [[u] + [cells.get((u, t), "") for t in tasks] for u in upstreams]
+    return header, rows
+
+
+def write_markdown(experiments: Sequence[Experiment]) -> str:
+    header, rows = results_table(experiments)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+    lines.append("Test score of the best dev checkpoint; `*`: no `-m evaluate -e dev-best.ckpt` run yet "
+                 "(the test line logged at the best dev step is shown).")
+    lines.append("")
+    lines.append("| expdir | task | upstream | best dev (step) | test | evaluated |")
+    lines.append("|---|---|---|---|---|---|")
+    for e in experiments:
+        dev = f"{e.best_dev[1]:.4f} ({e.best_dev[0]})" if e.best_dev else "none"
+        test = "n/a" if e.test_score is None else f"{e.test_score:.4f}"
+        lines.append(f"| {e.expdir} | {e.task} | {e.label} | {dev} | {test} | {'yes' if e.evaluated else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(experiments: Sequence[Experiment]) -> str:
+    """Long format: one line per experiment with its scores and tensorboard test scalars."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["expdir", "task", "upstream", "upstream_ckpt", "metric", "best_dev_step", "best_dev",
+                     "test", "evaluated", "test_scalars"])
+    for e in experiments:
+        test_scalars = ";".join(f"{k}={v:g}" for k, v in sorted(e.scalars.items()) if "/test" in k)
+        writer.writerow([e.expdir, e.task, e.upstream, e.upstream_ckpt or "", e.metric,
+                         e.best_dev[0] if e.best_dev else "", e.best_dev[1] if e.best_dev else "",
+                         "" if e.test_score is None else e.test_score, int(e.evaluated), test_scalars])
+    return buffer.getvalue()
+
+
+def layer_weights(checkpoint: str | Path) -> list[float]:
+    """Softmax of the Featurizer's layer weights stored in a downstream checkpoint (``dev-best.ckpt``)."""
+    import torch
+
+    from .upstreams.common.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint, family="s3prl downstream")
+    if not isinstance(state, dict) or "Featurizer" not in state:
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise ResultsError(f"{checkpoint} has no 'Featurizer' entry (found {keys}); pass a checkpoint that "
+                           "run_downstream.py saved in an experiment folder, e.g. EXPDIR/dev-best.ckpt")
+    weights = state["Featurizer"].get("weights") if isinstance(state["Featurizer"], dict) else None
+    if weights is None:
+        raise ResultsError(f"{checkpoint}: the Featurizer has no layer weights; the run used a single layer "
+                           "(-l N) or a feature that is one tensor (-s KEY), so there is nothing to plot")
+    return torch.softmax(weights.float(), dim=-1).tolist()
+
+
+def text_bars(weights: Sequence[float], width: int = 40) -> str:
+    top = max(weights)
+    return "\n".join(f"layer {i:2d} {w:7.4f} " + "#" * max(1, round(width * w / top)) for i, w in enumerate(weights))
+
+
+def plot_layer_weights(weights: Sequence[float], output: str | Path, title: str = "") -> bool:
+    """Save a bar plot; returns False (and writes nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axis = plt.subplots(figsize=(max(4, 0.4 * len(weights) + 2), 3))
+    axis.bar(range(len(weights)), weights)
+    axis.axhline(1 / len(weights), color="grey", linestyle="--", linewidth=0.8, label="uniform")
+    axis.set_xlabel("layer (0 = first hidden state)")
+    axis.set_ylabel("softmax weight")
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m s3prl_plugins.results",
+        description="Tabulate s3prl downstream experiment folders, or show the Featurizer's learned layer weights.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    table = sub.add_parser("table", help="one row per upstream, one column per task (test score of dev-best)",
+                           description="Find run_downstream.py experiment folders (args_*.yaml) below the given "
+                                       "paths and tabulate the test score of the best dev checkpoint.")
+    table.add_argument("paths", nargs="+", help="experiment folders or folders that contain them")
+    table.add_argument("-o", "--output", help="write the markdown table here (default: print it)")
+    table.add_argument("--csv", help="also write one CSV line per experiment here")
+    layers = sub.add_parser("layers", help="Featurizer layer weights of a dev-best.ckpt",
+                            description="Print (and plot, if matplotlib is installed) softmax(Featurizer weights) "
+                                        "from a checkpoint saved by run_downstream.py.")
+    layers.add_argument("checkpoint", help="EXPDIR/dev-best.ckpt (or any states-*.ckpt)")
+    layers.add_argument("-o", "--output", help="PNG to write (needs matplotlib)")
+    layers.add_argument("--csv", help="write layer,weight lines here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "table":
+            experiments = collect(args.paths)
+            markdown = write_markdown(experiments)
+            if args.output:
+                Path(args.output).write_text(markdown)
+                print(f"wrote {args.output} ({len(experiments)} experiments)")
+            else:
+                print(markdown, end="")
+            if args.csv:
+                Path(args.csv).write_text(write_csv(experiments))
+                print(f"wrote {args.csv}")
+            return 0
+        weights = layer_weights(args.checkpoint)
+        print(text_bars(weights))
+        if args.csv:
+            Path(args.csv).write_text("layer,weight\n" + "".join(f"{i},{w}\n" for i, w in enumerate(weights)))
+        if args.output:
+            if plot_layer_weights(weights, args.output, title=str(Path(args.checkpoint).parent.name)):
+                print(f"wrote {args.output}")
+            else:
+                print(f"matplotlib is not installed, so {args.output} was not written; the weights are printed "
+                      "above (pip install matplotlib, or use --csv)", file=sys.stderr)
+                return 1
+        return 0
+    except (ResultsError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
