@@ -1,0 +1,182 @@
+"""Run configuration: one YAML file with a section per concern, checked against dataclasses.
+
+A recipe config looks like::
+
+    recipe: m2d
+    model: {...}        # the recipe's model dataclass
+    objective: {...}    # the recipe's loss settings
+    data: {...}         # the recipe's data settings
+    train: {...}        # TrainConfig below: optimiser, schedule, runtime (shared by all recipes)
+
+Unknown keys are errors that name the section and the known keys, so a typo never silently
+falls back to a default. ``--set section.key=value`` overrides any value from the command line.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = ["ConfigError", "TrainConfig", "from_dict", "load_yaml", "apply_overrides", "CONFIG_DIR", "shipped_config"]
+
+#: the shipped configurations of the official full-size runs (and tiny ones for tests/demos)
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and runtime settings shared by every recipe.
+
+    Batch sizes are per process: the effective batch is ``batch_size * accum_steps * world size``
+    (printed at start). Give either ``epochs`` or ``total_steps``; ``warmup_epochs`` or
+    ``warmup_steps``. ``lr`` is absolute; when it is null, ``blr * effective_batch / 256`` is used
+    (the MAE/M2D rule).
+    """
+
+    batch_size: int = 8
+    accum_steps: int = 1
+    epochs: float | None = None
+    total_steps: int | None = None
+    #: ``steps_per_epoch`` overrides the data-derived epoch length (Dasheng counts fixed-length
+    #: "epochs" of 15,000 iterations over resampled shards)
+    steps_per_epoch: int | None = None
+    lr: float | None = None
+    blr: float = 3e-4
+    #: the cosine ends at ``lr * min_lr_ratio``
+    min_lr_ratio: float = 0.0
+    warmup_epochs: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    #: "adamw" (torch) or "adamw8bit" (bitsandbytes, GPU only; the official Dasheng optimiser)
+    optimizer: str = "adamw"
+    #: max gradient norm; null disables clipping
+    clip_grad: float | None = 3.0
+    #: "fp32", "bf16" or "fp16" autocast (GPU only; front ends and losses always run in fp32)
+    precision: str = "fp32"
+    compile: bool = False
+    seed: int = 0
+    num_workers: int = 4
+    device: str = "auto"
+    log_every: int = 20
+    #: write a resumable checkpoint every this many optimiser steps (and at the end)
+    save_every: int = 1000
+    keep_last: int = 3
+    #: also write the official-layout export at every checkpoint (else only at the end)
+    export_every_save: bool = False
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.accum_steps < 1:
+            raise ConfigError("train.batch_size and train.accum_steps must be >= 1")
+        if (self.epochs is None) == (self.total_steps is None):
+            raise ConfigError("give exactly one of train.epochs and train.total_steps")
+        if self.warmup_epochs is not None and self.warmup_steps is not None:
+            raise ConfigError("give at most one of train.warmup_epochs and train.warmup_steps")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise ConfigError(f"train.optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
+        if self.save_every < 1 or self.keep_last < 1 or self.log_every < 1:
+            raise ConfigError("train.save_every, train.keep_last and train.log_every must be >= 1")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError("train.min_lr_ratio must lie in [0, 1]")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def from_dict(cls, values: Mapping[str, Any] | None, where: str):
+    """Build dataclass ``cls`` from ``values``; unknown keys raise a ConfigError with suggestions."""
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(hints)}. Known keys: {', '.join(known)}")
+    for key, value in list(values.items()):
+        default = known[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            values[key] = tuple(value)
+    try:
+        obj = cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        shipped = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"config file {path} does not exist. Shipped configs (in {CONFIG_DIR}): {', '.join(shipped)}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping (sections recipe/model/objective/data/train)")
+    return data
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a shipped config by file name (with or without ``.yaml``)."""
+    path = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not path.is_file():
+        raise ConfigError(f"no shipped config {name!r}; available: "
+                          f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}")
+    return path
+
+
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """``["train.lr=1e-3", "data.noise_ratio=0.2"]`` -> nested updates (values parsed as YAML)."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = config
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {key} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return config
+
+
+@dataclass
+class RunPaths:
+    """Where a run writes: checkpoints for resuming, TensorBoard logs, official-layout exports."""
+
+    root: Path
+    checkpoints: Path = field(init=False)
+    logs: Path = field(init=False)
+    exports: Path = field(init=False)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.checkpoints = self.root / "checkpoints"
+        self.logs = self.root / "tensorboard"
+        self.exports = self.root / "export"

@@ -1,0 +1,250 @@
+"""Dasheng pre-training recipe: a masked autoencoder over 64x4 log-mel patches.
+
+Facts from the ``dasheng`` package (``dasheng/train/models.py``, ``train.py``, configs):
+
+* encoder = the Dasheng ViT (the same module the upstream uses, so the export loads unchanged);
+  the front end computes the dB log-mel (top_db 120 over the batch tensor, as torchaudio's
+  ``AmplitudeToDB`` does on a batch) in float32 and normalises it with the BatchNorm ``init_bn``,
+  which learns its running statistics during pre-training;
+* masking after the positional embeddings, before the blocks: ratio 0.75 in groups of 2 adjacent
+  patches (80 ms); ``len_keep = int(L * 0.25)``; no CLS token;
+* decoder: Linear(D -> 512), learnable mask token, learnable positions, 8 pre-LN blocks of
+  16 heads, LayerNorm, Linear(512 -> 64*4);
+* loss: MSE against the per-patch standardised raw dB patches (``norm_pix_loss``), averaged over
+  the masked patches, in float32;
+* data: 10 s crops of webdataset shards; AdamW lr 3e-4, wd 0.01, 3 warm-up "epochs" of 15,000
+  iterations, cosine to 0.1 x lr over 100 such epochs, batch 256 per process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..upstreams.common.transformer import ViTBlock
+from ..upstreams.dasheng.frontend import AMIN, HOP_LENGTH, N_FFT, TOP_DB
+from ..upstreams.dasheng.model import DashengConfig, DashengEncoder
+from .checkpointing import save_atomic
+from .config import ConfigError
+from .data import AudioList, DataError, TarShards, crop_or_pad, random_crop
+from .recipe import Recipe, register
+
+__all__ = ["DashengModelConfig", "DashengObjective", "DashengData", "DashengMAE", "DashengRecipe",
+           "official_encoder_state"]
+
+
+@dataclass
+class DashengModelConfig:
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_hidden_dim: int = 3072
+    n_mels: int = 64
+    patch_frames: int = 4
+    #: patches of the positional table (1008 frames / 4)
+    chunk_patches: int = 252
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+
+    def validate(self) -> None:
+        if self.embed_dim % self.num_heads or self.decoder_embed_dim % self.decoder_num_heads:
+            raise ConfigError("model.embed_dim / decoder_embed_dim must be divisible by their head counts")
+
+    def encoder_config(self) -> DashengConfig:
+        return DashengConfig(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
+                             mlp_hidden_dim=self.mlp_hidden_dim, n_mels=self.n_mels, patch_frames=self.patch_frames,
+                             chunk_patches=self.chunk_patches)
+
+
+@dataclass
+class DashengObjective:
+    mask_ratio: float = 0.75
+    #: adjacent patches masked together (official group_masking: groups of 2)
+    mask_group: int = 2
+    norm_pix_loss: bool = True
+
+    def validate(self) -> None:
+        if not 0.0 < self.mask_ratio < 1.0 or self.mask_group < 1:
+            raise ConfigError("objective.mask_ratio must lie in (0, 1) and objective.mask_group be >= 1")
+
+
+@dataclass
+class DashengData:
+    #: webdataset .tar shards (paths or glob patterns), or an audio list (CSV/text) instead
+    shards: list[str] | None = None
+    audio_list: str | None = None
+    root: str | None = None
+    crop_seconds: float = 10.0
+    sample_rate: int = 16000
+
+    def validate(self) -> None:
+        if bool(self.shards) == bool(self.audio_list):
+            raise ConfigError("give exactly one of data.shards (tar shards) and data.audio_list")
+        if self.sample_rate != 16000:
+            raise ConfigError("Dasheng models take 16 kHz audio (data.sample_rate: 16000)")
+
+
+class DashengMAE(nn.Module):
+    """``encoder`` (the upstream's :class:`DashengEncoder`) + MAE decoder."""
+
+    def __init__(self, cfg: DashengModelConfig, objective: DashengObjective):
+        super().__init__()
+        self.cfg, self.objective = cfg, objective
+        self.encoder = DashengEncoder(cfg.encoder_config())
+        dd = cfg.decoder_embed_dim
+        self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, dd) * 0.02)
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, cfg.chunk_patches, dd))
+        self.decoder_blocks = nn.ModuleList(ViTBlock(dd, cfg.decoder_num_heads, 4.0, eps=1e-6)
+                                            for _ in range(cfg.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
+        self.decoder_pred = nn.Linear(dd, cfg.n_mels * cfg.patch_frames)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def log_mel_db(self, wave: Tensor) -> Tensor:
+        """Raw dB log-mel [B, n_mels, 1 + N // 160] in float32 (the MAE target, before BatchNorm)."""
+        fe = self.encoder.front_end
+        with torch.autocast(wave.device.type, enabled=False):
+            spec = torch.stft(wave.float(), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
+                              window=fe.window.float(), center=True, pad_mode="reflect", return_complex=True)
+            mel = torch.matmul(spec.abs().pow(2).transpose(-1, -2), fe.mel_fb.float()).transpose(-1, -2)
+            db = 10.0 * torch.log10(mel.clamp_min(AMIN))
+            return torch.max(db, db.amax() - TOP_DB)  # batch-wide floor, as AmplitudeToDB on a batch
+
+    def forward(self, wave: Tensor, mask_noise: Tensor) -> Tensor:
+        """``wave`` [B, N] crops, ``mask_noise`` [B, groups] uniform noise (the smallest groups stay
+        visible). Returns the MSE over masked patches."""
+        enc, cfg = self.encoder, self.cfg
+        db = self.log_mel_db(wave)
+        with torch.autocast(wave.device.type, enabled=False):
+            spec = enc.front_end.bn(db)  # learns the running statistics the upstream uses at inference
+        x = enc.patch_embed(spec)  # [B, L, D]
+        b, length, d = x.shape
+        if length > cfg.chunk_patches:
+            raise DataError(f"crops of {length} patches exceed the positional table ({cfg.chunk_patches}); "
+                            "shorten data.crop_seconds")
+        x = x + enc.time_pos_embed[0, :, 0, :length].transpose(0, 1) + enc.freq_pos_embed[0, :, 0, 0]
+
+        group = self.objective.mask_group
+        groups = mask_noise.shape[1]
+        noise = mask_noise.repeat_interleave(group, dim=1)[:, :length]
+        if noise.shape[1] < length:
+            raise DataError(f"mask noise covers {groups * group} patches, the crop has {length}")
+        # ties inside a group are broken by position, so whole groups are kept or masked together
+        noise = noise + torch.arange(length, device=noise.device) * 1e-7
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        keep = int(length * (1 - self.objective.mask_ratio))
+        visible = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, d))
+        for block in enc.blocks:
+            visible = block(visible)
+        latent = enc.norm(visible)
+
+        y = self.decoder_embed(latent)
+        dd = y.shape[-1]
+        y = torch.cat([y, self.mask_token.expand(b, length - keep, -1)], dim=1)
+        y = torch.gather(y, 1, ids_restore[:, :, None].expand(-1, -1, dd)) + self.decoder_pos_embed[:, :length]
+        for block in self.decoder_blocks:
+            y = block(y)
+        pred = self.decoder_pred(self.decoder_norm(y))  # [B, L, n_mels * patch_frames]
+
+        with torch.autocast(wave.device.type, enabled=False):
+            width = cfg.patch_frames
+            target = db[:, :, : length * width].reshape(b, cfg.n_mels, length, width).transpose(1, 2)
+            target = target.reshape(b, length, cfg.n_mels * width)  # same flattening as the patch conv
+            if self.objective.norm_pix_loss:
+                mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+                target = (target - mean) / (var + 1e-6).sqrt()
+            mask = torch.ones(b, length, device=wave.device)
+            mask[:, :keep] = 0
+            mask = torch.gather(mask, 1, ids_restore)
+            loss = (pred.float() - target).pow(2).mean(dim=-1)
+            return (loss * mask).sum() / mask.sum()
+
+
+# official name -> DashengEncoder name (inverse of the upstream importer's renames)
+_OFFICIAL_NAMES = (("front_end.window", "front_end.0.spectrogram.window"),
+                   ("front_end.mel_fb", "front_end.0.mel_scale.fb"),
+                   ("front_end.bn.", "init_bn.1."))
+
+
+def official_encoder_state(encoder: DashengEncoder) -> dict[str, Tensor]:
+    """The encoder's tensors under the names of the pip/Zenodo checkpoints."""
+    out = {}
+    for key, value in encoder.state_dict().items():
+        for ours, official in _OFFICIAL_NAMES:
+            if key == ours or (ours.endswith(".") and key.startswith(ours)):
+                key = official + key[len(ours):]
+                break
+        out[key] = value.detach().cpu().clone()
+    return out
+
+
+@register("dasheng", "dasheng_mae")
+class DashengRecipe(Recipe):
+    ModelConfig, ObjectiveConfig, DataConfig = DashengModelConfig, DashengObjective, DashengData
+
+    @property
+    def crop_samples(self) -> int:
+        return int(round(self.data.crop_seconds * self.data.sample_rate))
+
+    @property
+    def num_patches(self) -> int:
+        frames = 1 + self.crop_samples // HOP_LENGTH
+        return frames // self.model_cfg.patch_frames
+
+    def build_reader(self):
+        data = self.data
+        if data.shards:
+            paths = []
+            for pattern in data.shards:
+                matched = sorted(glob(str(Path(data.root or ".") / pattern) if data.root else pattern))
+                if not matched:
+                    raise DataError(f"data.shards entry {pattern!r} matches no file")
+                paths += matched
+            return TarShards(paths, data.sample_rate)
+        return AudioList(data.audio_list, data.root, data.sample_rate)
+
+    def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
+        wave = raw["wave"]
+        crop = self.crop_samples
+        wave = crop_or_pad(wave, random_crop(len(wave), crop, rng), crop).astype(np.float32)
+        groups = -(-self.num_patches // self.objective.mask_group)
+        return {"wave": torch.from_numpy(wave), "mask_noise": torch.from_numpy(rng.random(groups, dtype=np.float32))}
+
+    def build_model(self) -> DashengMAE:
+        return DashengMAE(self.model_cfg, self.objective)
+
+    def compute_loss(self, model, batch):
+        return model(batch["wave"], batch["mask_noise"]), {}
+
+    def seconds_per_example(self) -> float:
+        return self.data.crop_seconds
+
+    def export(self, model, folder, *, step, epoch, optimizer=None, scaler=None) -> Path:
+        """``{'model': encoder state (official names), 'config': {...}}``, what ``Dasheng.from_pretrained``
+        and ``dasheng_local`` read."""
+        cfg = self.model_cfg
+        config = {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads,
+                  "patch_size": [cfg.n_mels, cfg.patch_frames], "patch_stride": [cfg.n_mels, cfg.patch_frames],
+                  "target_length": cfg.chunk_patches * cfg.patch_frames, "n_mels": cfg.n_mels,
+                  "mask_ratio": self.objective.mask_ratio, "epoch": epoch, "step": step}
+        path = Path(folder) / f"dasheng_{cfg.embed_dim}d{cfg.depth}l-step{step}.pt"
+        save_atomic({"model": official_encoder_state(model.encoder), "config": config}, path)
+        return path

@@ -1,0 +1,120 @@
+"""What a recipe provides to the training stack, and the registry of recipes.
+
+A recipe owns the model, its objective and its data; the :class:`~.trainer.Trainer` (or the
+s3prl expert) owns the optimiser, schedule, precision, distribution, checkpoints and logging.
+Adding a recipe = subclassing :class:`Recipe` and decorating it with :func:`register`.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ConfigError, TrainConfig, from_dict
+
+__all__ = ["Recipe", "register", "get_recipe", "recipe_names", "RECIPE_MODULES"]
+
+#: modules that define recipes (imported lazily, on first lookup)
+RECIPE_MODULES = ("s3prl_plugins.pretrain.m2d", "s3prl_plugins.pretrain.dasheng")
+
+_REGISTRY: dict[str, type["Recipe"]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(name: str, *aliases: str) -> Callable[[type], type]:
+    def wrap(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        for alias in aliases:
+            _ALIASES[alias] = name
+        return cls
+    return wrap
+
+
+def _load_all() -> None:
+    for module in RECIPE_MODULES:
+        importlib.import_module(module)
+
+
+def recipe_names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_recipe(name: str) -> type["Recipe"]:
+    _load_all()
+    key = _ALIASES.get(name.replace("-", "_").lower(), name.replace("-", "_").lower())
+    if key not in _REGISTRY:
+        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+class Recipe:
+    """Base class. Subclasses set ``ModelConfig``/``ObjectiveConfig``/``DataConfig`` dataclasses
+    and implement the hooks below."""
+
+    name = "?"
+    ModelConfig: type = object
+    ObjectiveConfig: type = object
+    DataConfig: type = object
+    #: DDP option: True when some parameters may get no gradient in a step
+    find_unused_parameters = False
+
+    def __init__(self, config: dict):
+        config = dict(config)
+        stated = config.pop("recipe", None)
+        if stated is not None and get_recipe(str(stated)) is not type(self):
+            raise ConfigError(f"the config is for recipe {stated!r}, not {self.name!r}")
+        unknown = set(config) - {"model", "objective", "data", "train", "recipe_state"}
+        if unknown:
+            raise ConfigError(f"unknown top-level section(s) {sorted(unknown)}; use model, objective, data, train")
+        self.raw = config
+        self.model_cfg = from_dict(self.ModelConfig, config.get("model"), "model")
+        self.objective = from_dict(self.ObjectiveConfig, config.get("objective"), "objective")
+        self.data = from_dict(self.DataConfig, config.get("data"), "data")
+        self.train = from_dict(TrainConfig, config.get("train"), "train")
+        #: values computed at start (e.g. data statistics) and kept in checkpoints
+        self.state: dict[str, Any] = dict(config.get("recipe_state") or {})
+
+    # -- hooks --------------------------------------------------------------------------------
+    def prepare(self, ctx) -> None:
+        """Run once before training on every rank (e.g. data statistics; rank 0 + broadcast)."""
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_reader(self):
+        """The map-style data reader (see :mod:`.data`)."""
+        raise NotImplementedError
+
+    def make_example(self, raw: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One training example (fixed-shape tensors) from a reader item and its own RNG."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """Loss of one micro-batch (already on the device) and detached scalars to log."""
+        raise NotImplementedError
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float]:
+        """Called after every optimiser step (``step`` = steps done so far), e.g. EMA updates."""
+        return {}
+
+    def seconds_per_example(self) -> float:
+        """Audio seconds in one example (for the throughput display)."""
+        return 0.0
+
+    def export(self, model: nn.Module, folder: Path, *, step: int, epoch: int, optimizer: dict | None = None,
+               scaler: dict | None = None) -> Path:
+        """Write the model in its family's official layout; returns the file written."""
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------------
+    def full_config(self) -> dict:
+        """The configuration including computed ``recipe_state`` (saved in checkpoints)."""
+        out = {"recipe": self.name, **{k: v for k, v in self.raw.items() if k != "recipe_state"}}
+        out["recipe_state"] = dict(self.state)
+        return out

@@ -1,0 +1,319 @@
+"""The training loop shared by every recipe.
+
+One optimiser step = ``accum_steps`` micro-batches per process (gradients synchronised on the
+last one), unscale, clip, step, schedule, then the recipe's ``after_step`` (EMA targets). The
+recipe supplies model, loss and data; everything else lives here.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpointing import (FORMAT, checkpoint_path, latest_checkpoint, load_training_checkpoint, prune_checkpoints,
+                            rng_state, save_atomic, set_rng_state)
+from .config import ConfigError, RunPaths
+from .data import GlobalBatchSampler, RecipeDataset
+from .distributed import DistContext, all_reduce_mean, gather_objects, setup_distributed
+from .optim import WarmupCosine, build_optimizer
+from .recipe import Recipe
+
+__all__ = ["Trainer", "Schedule", "plan_schedule", "seed_everything", "make_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Schedule:
+    """Step counts of a run, derived from the train config and the data size."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, steps_per_epoch: int, effective_batch: int, lr: float):
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.steps_per_epoch, self.effective_batch, self.lr = steps_per_epoch, effective_batch, lr
+
+
+def plan_schedule(recipe: Recipe, num_items: int, world_size: int) -> Schedule:
+    cfg = recipe.train
+    effective = cfg.batch_size * cfg.accum_steps * world_size
+    steps_per_epoch = cfg.steps_per_epoch or max(1, num_items // effective)
+    total = cfg.total_steps if cfg.total_steps is not None else int(round(cfg.epochs * steps_per_epoch))
+    if total < 1:
+        raise ConfigError(f"the run would have {total} optimiser steps; raise train.epochs / train.total_steps")
+    if cfg.warmup_steps is not None:
+        warmup = cfg.warmup_steps
+    elif cfg.warmup_epochs is not None:
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    else:
+        warmup = 0
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * effective / 256
+    return Schedule(total, min(warmup, total), steps_per_epoch, effective, lr)
+
+
+def make_loader(dataset: RecipeDataset, sampler: GlobalBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
+    # Own generator: creating an iterator must not consume the global RNG (exact resume).
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=False, generator=torch.Generator(),
+                      multiprocessing_context="fork" if num_workers > 0 and sys.platform == "linux" else None)
+
+
+class _Throughput:
+    def __init__(self):
+        self.start, self.samples = time.perf_counter(), 0
+
+    def add(self, samples: int) -> None:
+        self.samples += samples
+
+    def rate(self) -> float:
+        return self.samples / max(1e-9, time.perf_counter() - self.start)
+
+
+class Trainer:
+    """``Trainer(recipe, output_dir).fit()``; started by ``python -m s3prl_plugins.pretrain`` or
+    ``torchrun ... -m s3prl_plugins.pretrain``."""
+
+    def __init__(self, recipe: Recipe, output_dir: str | Path, *, resume: str | None = "auto",
+                 stop_at: int | None = None, progress: bool = True, ctx: DistContext | None = None):
+        self.recipe = recipe
+        self.cfg = recipe.train
+        self.paths = RunPaths(output_dir)
+        self.resume = resume
+        self.stop_at = stop_at
+        self.progress = progress
+        self.ctx = ctx or setup_distributed(self.cfg.device)
+
+    # -- setup --------------------------------------------------------------------------------
+    def _log(self, message: str) -> None:
+        if self.ctx.is_main:
+            print(f"[pretrain:{self.recipe.name}] {message}", flush=True)
+
+    def _resume_state(self) -> dict | None:
+        if self.resume in (None, "", "none", "never"):
+            return None
+        if self.resume == "auto":
+            found = latest_checkpoint(self.paths.checkpoints)
+            return load_training_checkpoint(found) if found else None
+        return load_training_checkpoint(Path(self.resume))
+
+    def _precision(self):
+        device = self.ctx.device
+        if self.cfg.precision == "fp32" or device.type != "cuda":
+            if self.cfg.precision != "fp32":
+                self._log(f"precision {self.cfg.precision} needs a GPU; training in fp32 on {device}")
+            return None, False
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return dtype, self.cfg.precision == "fp16"
+
+    def fit(self) -> dict:
+        ctx, cfg, recipe = self.ctx, self.cfg, self.recipe
+        state = self._resume_state()
+        if state is not None:
+            # Statistics computed by the first run (e.g. log-mel mean/std) are reused as they were.
+            recipe.state.update(state["config"].get("recipe_state", {}))
+        seed_everything(cfg.seed + ctx.rank)
+        recipe.prepare(ctx)
+
+        reader = recipe.build_reader()
+        dataset = RecipeDataset(reader, recipe.make_example)
+        sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+                                     seed=cfg.seed)
+        schedule = plan_schedule(recipe, len(dataset), ctx.world_size)
+
+        module = recipe.build_model().to(ctx.device)
+        optimizer = build_optimizer(module, cfg, schedule.lr)
+        scheduler = WarmupCosine(optimizer, schedule.lr, schedule.warmup_steps, schedule.total_steps, cfg.min_lr_ratio)
+        autocast_dtype, use_scaler = self._precision()
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+        step = 0
+        if state is not None:
+            module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            step = int(state["step"])
+            sampler.set_position(state["sampler"]["epoch"], state["sampler"]["start"])
+            rngs = state.get("rng") or []
+            if len(rngs) == ctx.world_size:
+                set_rng_state(rngs[ctx.rank])
+            else:
+                self._log(f"checkpoint was written by {len(rngs)} process(es), this run has {ctx.world_size}: "
+                          "data order and crops resume exactly, process RNG states are re-seeded")
+            self._log(f"resumed from {state['path']} at step {step}")
+
+        # (epoch, micro-batches consumed in it): what was trained on, whatever the loader prefetched
+        position = {"epoch": sampler.epoch, "start": sampler.start}
+        model: nn.Module = module
+        if ctx.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=recipe.find_unused_parameters)
+        if cfg.compile:
+            model = torch.compile(model)
+
+        self._log(f"{ctx.world_size} process(es) x batch {cfg.batch_size} x accumulation {cfg.accum_steps} = "
+                  f"effective batch {schedule.effective_batch}; {schedule.total_steps} steps "
+                  f"({schedule.steps_per_epoch} per epoch), warm-up {schedule.warmup_steps}, peak lr {schedule.lr:.3g}, "
+                  f"device {ctx.device}, precision {cfg.precision if autocast_dtype else 'fp32'}")
+        n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        self._log(f"{n_params / 1e6:.2f} M trainable parameters; {len(dataset)} training items")
+
+        writer = self._tensorboard()
+        loader = make_loader(dataset, sampler, cfg.num_workers, ctx.device.type == "cuda")
+        batches = iter(loader)
+        bar = self._progress_bar(schedule.total_steps, step)
+        throughput = _Throughput()
+        pending: list[dict] = []
+        last_logs: dict = {}
+        module.train()
+        stop = min(schedule.total_steps, self.stop_at) if self.stop_at else schedule.total_steps
+
+        while step < stop:
+            for micro in range(cfg.accum_steps):
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    sampler.set_position(sampler.epoch + 1, 0)
+                    batches = iter(loader)
+                    batch = next(batches)
+                batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                sync = micro == cfg.accum_steps - 1
+                no_sync = model.no_sync() if (ctx.enabled and not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+                with no_sync:
+                    with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32,
+                                        enabled=autocast_dtype is not None):
+                        loss, logs = recipe.compute_loss(model, batch)
+                    scaler.scale(loss / cfg.accum_steps).backward()
+                pending.append({"loss": loss.detach(), **logs})
+                throughput.add(cfg.batch_size * ctx.world_size)
+            scaler.unscale_(optimizer)
+            grad_norm = None
+            if cfg.clip_grad is not None:
+                grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            extra = recipe.after_step(module, step, schedule.total_steps)
+            position = self._advance(position, sampler.batches_per_epoch(), cfg.accum_steps)
+
+            if step % cfg.log_every == 0 or step == stop:
+                last_logs = self._log_step(pending, step, scheduler, grad_norm, extra, throughput, writer, bar)
+                pending = []
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.save_every == 0 or step == stop:
+                self._save(module, optimizer, scheduler, scaler, position, step, schedule)
+                if cfg.export_every_save or step == schedule.total_steps:
+                    self._export(module, optimizer, scaler, step, schedule)
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        ctx.barrier()
+        return {"step": step, "logs": last_logs, "output_dir": str(self.paths.root)}
+
+    # -- pieces -------------------------------------------------------------------------------
+    @staticmethod
+    def _advance(position: dict, per_epoch: int, micro_batches: int) -> dict:
+        """The data position after ``micro_batches`` more micro-batches."""
+        epoch, start = position["epoch"], position["start"] + micro_batches
+        while start >= per_epoch:
+            start -= per_epoch
+            epoch += 1
+        return {"epoch": epoch, "start": start}
+
+    def _tensorboard(self):
+        if not self.ctx.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                self._log("no tensorboard/tensorboardX installed: TensorBoard logging is off")
+                return None
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        return SummaryWriter(str(self.paths.logs))
+
+    def _progress_bar(self, total: int, initial: int):
+        if not (self.ctx.is_main and self.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=self.recipe.name, dynamic_ncols=True, file=sys.stdout)
+
+    def _log_step(self, pending, step, scheduler, grad_norm, extra, throughput, writer, bar) -> dict:
+        keys = pending[0].keys()
+        means = {k: torch.stack([p[k].float() for p in pending]).mean() for k in keys}
+        values = {k: float(all_reduce_mean(v, self.ctx)) for k, v in means.items()}  # one sync per log step
+        if not math.isfinite(values["loss"]):
+            raise FloatingPointError(f"loss is {values['loss']} at step {step}; lower train.lr or check the data")
+        values["lr"] = scheduler.get_last_lr()
+        if grad_norm is not None:
+            values["grad_norm"] = float(grad_norm)
+        values.update(extra)
+        rate = throughput.rate()
+        values["samples_per_s"] = rate
+        seconds = self.recipe.seconds_per_example()
+        if seconds:
+            values["audio_s_per_s"] = rate * seconds
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(f"train/{key}", value, step)
+        if bar is not None:
+            shown = {"loss": f"{values['loss']:.4f}", "lr": f"{values['lr']:.2e}", "samples/s": f"{rate:.1f}"}
+            if seconds:
+                shown["audio s/s"] = f"{rate * seconds:.0f}"
+            bar.set_postfix(shown, refresh=False)
+        if self.ctx.is_main and not self.progress:
+            print(f"[pretrain:{self.recipe.name}] step {step} " +
+                  " ".join(f"{k}={v:.5g}" for k, v in values.items()), flush=True)
+        return values
+
+    def _save(self, module, optimizer, scheduler, scaler, sampler_state, step, schedule) -> None:
+        rngs = gather_objects(rng_state(), self.ctx)
+        if self.ctx.is_main:
+            state = {
+                "format": FORMAT,
+                "recipe": self.recipe.name,
+                "config": self.recipe.full_config(),
+                "step": step,
+                "total_steps": schedule.total_steps,
+                "world_size": self.ctx.world_size,
+                "model": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "sampler": sampler_state,
+                "rng": rngs,
+            }
+            path = checkpoint_path(self.paths.checkpoints, step)
+            save_atomic(state, path)
+            prune_checkpoints(self.paths.checkpoints, self.cfg.keep_last)
+        self.ctx.barrier()
+
+    def _export(self, module, optimizer, scaler, step, schedule) -> None:
+        if self.ctx.is_main:
+            epoch = step // max(1, schedule.steps_per_epoch)
+            path = self.recipe.export(module, self.paths.exports, step=step, epoch=epoch,
+                                      optimizer=optimizer.state_dict(),
+                                      scaler=scaler.state_dict() if scaler.is_enabled() else None)
+            self._log(f"exported the model in the official layout: {path}")
+        self.ctx.barrier()
