@@ -4,3 +4,23 @@
 #: ``pretrain_expert.py`` placed in ``<s3prl>/pretrain/<name>/``, "files": {file name: path of a
 #: default config to copy beside it}}. ``install_into_s3prl.py`` installs them.
 S3PRL_RECIPES: dict[str, dict] = {}
+
+
+def _recipe_entry(name: str, model_config: str, runner_config: str) -> dict:
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parent / "configs"
+    shim = ("# Added by s3prl-plugins (install_into_s3prl.py); the recipe lives in s3prl_plugins.pretrain.\n"
+            "from s3prl_plugins.pretrain.s3prl_expert import expert_class\n\n"
+            f"UpstreamPretrainExpert = expert_class({name!r})\n")
+    return {"expert_shim": shim, "files": {"config_model.yaml": str(configs / model_config),
+                                           "config_runner.yaml": str(configs / "s3prl" / runner_config)}}
+
+
+# Names avoid s3prl's prefix rule (run_pretrain.py matches `^<dir>_`): no name is another's prefix + "_".
+S3PRL_RECIPES.update({
+    "m2d": _recipe_entry("m2d", "m2d_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
+    "m2ds": _recipe_entry("m2ds", "m2d_s_vit_base-80x400p80x2.yaml", "config_runner_m2d.yaml"),
+    "m2das": _recipe_entry("m2das", "m2d_as_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
+    "dasheng": _recipe_entry("dasheng", "dasheng_base.yaml", "config_runner_dasheng.yaml"),
+})
