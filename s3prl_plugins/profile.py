@@ -203,11 +203,12 @@ class HubertBaseReference(nn.Module):
     """A random-weight HuBERT Base (torchaudio's ``hubert_base``: CNN + 12 post-LN layers) in
     s3prl's upstream shape: ``forward(wavs)`` -> ``hidden_states`` of every layer, rate 320."""
 
-    def __init__(self):
+    def __init__(self, model: nn.Module | None = None):
         super().__init__()
         import torchaudio
 
-        self.model = torchaudio.models.hubert_base()
+        #: any torchaudio Wav2Vec2Model (a smaller one for smoke tests); HuBERT Base by default
+        self.model = model if model is not None else torchaudio.models.hubert_base()
 
     def get_downsample_rates(self, key: str) -> int:
         return 320
