@@ -171,6 +171,21 @@ def test_wrapped_and_pruned_state_dicts(tmp_path):
     assert torch.equal(loaded["encoder.layers.0.fc1.weight"], weight * mask)
 
 
+def test_classifier_shape_and_absence_do_not_matter(tmp_path):
+    config = testing.config_for(20)
+    state = testing.random_state_dict(config, seed=8)
+    # a stage-2 classifier of another size than the stored yaml's num_cluster
+    state["final_proj.weight"], state["final_proj.bias"] = torch.randn(7, 48), torch.randn(7)
+    path = testing.write_official_checkpoint(tmp_path / "k7.ckpt", config, state=state)
+    wav = [_speech(0.5)]
+    reference = _hidden(_load(path), wav)
+    without = OrderedDict((k, v) for k, v in state.items() if not k.startswith("final_proj."))
+    torch.save(without, tmp_path / "no_classifier.pt")
+    g = _yaml(tmp_path, "g.yaml", {"melhubert": config.to_official()})
+    for a, b in zip(reference["hidden_states"], _hidden(_load(tmp_path / "no_classifier.pt", g), wav)["hidden_states"]):
+        assert torch.equal(a, b)
+
+
 def test_state_dict_architecture_from_yaml_section(tmp_path):
     config = testing.config_for(20, encoder_attention_heads=2)  # not inferable from shapes
     state = testing.random_state_dict(config, seed=7)

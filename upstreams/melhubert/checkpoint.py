@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,12 +82,12 @@ def infer_config(state: Mapping[str, torch.Tensor], *, where: str) -> MelHuBERTC
         proj = state["pre_extract_proj.weight"]
         conv_v = state["encoder.pos_conv.0.weight_v"]
         fc1 = state["encoder.layers.0.fc1.weight"]
-        final = state["final_proj.weight"]
     except KeyError as missing:
         raise CheckpointError(
             f"{where}: not a MelHuBERT state dict (no {missing.args[0]!r}); "
-            "expected pre_extract_proj.*, encoder.pos_conv.0.*, encoder.layers.N.*, final_proj.*"
+            "expected pre_extract_proj.*, encoder.pos_conv.0.*, encoder.layers.N.* (and final_proj.*)"
         ) from None
+    final = state.get("final_proj.weight")
     dim = proj.shape[0]
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layers."))
     return MelHuBERTConfig(
@@ -97,7 +98,7 @@ def infer_config(state: Mapping[str, torch.Tensor], *, where: str) -> MelHuBERTC
         encoder_attention_heads=max(1, dim // 64),
         conv_pos=conv_v.shape[2],
         conv_pos_groups=dim // conv_v.shape[1],
-        num_cluster=final.shape[0],
+        num_cluster=final.shape[0] if final is not None else 512,
     )
 
 
@@ -170,6 +171,10 @@ def import_state_dict(obj: Any, *, where: str, yaml_section: Mapping | None = No
         config = infer_config(state, where=where)
         layout = ("plain state dict (architecture inferred from shapes, 64-dim attention heads; "
                   "give melhubert.encoder_attention_heads in -g if different)")
+    final_proj = state.get("final_proj.weight")
+    if final_proj is not None and final_proj.dim() == 2 and final_proj.shape[0] != config.num_cluster:
+        # the pre-training classifier plays no part in the features; trust its stored shape
+        config = dataclasses.replace(config, num_cluster=int(final_proj.shape[0]))
     return ImportedCheckpoint(config=config, state_dict=state, layout=layout, step=step)
 
 
