@@ -292,7 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths = args.seconds if args.seconds is not None else SUPERB_CHALLENGE_LENGTHS
     try:
         if args.reference:
-            model, name = build_reference(args.reference), f"reference:{args.reference}"
+            # on meta, build directly there: no time spent on random initialisation
+            with torch.device("meta") if args.device == "meta" else contextlib.nullcontext():
+                model = build_reference(args.reference)
+            name = f"reference:{args.reference}"
         else:
             model, name = build_upstream(args.entry, args.ckpt, args.model_config, args.refresh), args.entry
         result = profile_upstream(model, name=name, lengths=lengths, device=args.device,
