@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..upstreams.common.transformer import ViTBlock
-from ..upstreams.dasheng.frontend import AMIN, HOP_LENGTH, N_FFT, TOP_DB
+from ..upstreams.dasheng.frontend import AMIN, HOP_LENGTH, N_FFT, TOP_DB, DashengFrontEnd
 from ..upstreams.dasheng.model import DashengConfig, DashengEncoder
 from .checkpointing import save_atomic
 from .config import ConfigError
@@ -96,7 +96,9 @@ class DashengMAE(nn.Module):
     def __init__(self, cfg: DashengModelConfig, objective: DashengObjective):
         super().__init__()
         self.cfg, self.objective = cfg, objective
-        self.encoder = DashengEncoder(cfg.encoder_config())
+        with torch.device("cpu"):  # the filterbank is computed on the host, even when building on "meta"
+            front_end = DashengFrontEnd(cfg.n_mels)
+        self.encoder = DashengEncoder(cfg.encoder_config(), front_end=front_end)
         dd = cfg.decoder_embed_dim
         self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
         self.mask_token = nn.Parameter(torch.randn(1, 1, dd) * 0.02)

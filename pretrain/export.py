@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from .checkpointing import FORMAT, load_training_checkpoint
+from .checkpointing import load_training_checkpoint
 
 __all__ = ["export_checkpoint", "recipe_from_state"]
 
@@ -30,9 +28,11 @@ def export_checkpoint(path: str | Path, output: str | Path) -> Path:
                                   "(no Upstream_Config/Model)")
         config = dict(state["Upstream_Config"])
         step = int(state.get("Step", 0)) + 1
+        epoch = 0
     else:
         state = load_training_checkpoint(path)
         config, step = state["config"], int(state["step"])
+        epoch = int(state.get("sampler", {}).get("epoch", 0))
         state = {"Model": state["model"], "Optimizer": state.get("optimizer"), "Scaler": state.get("scaler")}
     recipe = recipe_from_state(config)
     model = recipe.build_model()
@@ -40,6 +40,5 @@ def export_checkpoint(path: str | Path, output: str | Path) -> Path:
     optimizer = state.get("Optimizer")
     if optimizer is not None and not (isinstance(optimizer, dict) and "state" in optimizer):
         optimizer = None
-    epoch = int(config.get("recipe_state", {}).get("epoch", 0))
     return recipe.export(model, Path(output), step=step, epoch=epoch, optimizer=optimizer,
                          scaler=state.get("Scaler"))

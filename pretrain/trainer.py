@@ -94,6 +94,8 @@ class Trainer:
         self.stop_at = stop_at
         self.progress = progress
         self.ctx = ctx or setup_distributed(self.cfg.device)
+        #: every logged record of this process (loss curves for tests and notebooks)
+        self.history: list[dict] = []
 
     # -- setup --------------------------------------------------------------------------------
     def _log(self, message: str) -> None:
@@ -269,6 +271,8 @@ class Trainer:
         if grad_norm is not None:
             values["grad_norm"] = float(grad_norm)
         values.update(extra)
+        values["step"] = step
+        self.history.append(dict(values))
         rate = throughput.rate()
         values["samples_per_s"] = rate
         seconds = self.recipe.seconds_per_example()
