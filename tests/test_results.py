@@ -1,0 +1,90 @@
+"""Results table and Featurizer layer weights, on experiment folders of real s3prl runs."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from s3prl_plugins import results
+from tests.helpers import accuracies, run_downstream_e2e
+
+#: a tiny upstream whose 20-step KS and IC runs both reach a dev score > 0 (so dev-best.ckpt exists)
+ENTRY = "dasheng_local"
+_FOLDERS: dict[str, dict[str, Path]] = {}
+
+
+def experiment_folders(data: dict, root: Path) -> dict[str, Path]:
+    """KS and IC experiment folders (train + evaluate of dev-best), made once per test session and
+    shared with test_submit.py."""
+    if "runs" not in _FOLDERS:
+        from s3prl_plugins.upstreams.dasheng import testing
+
+        paths = testing.make_checkpoint(ENTRY, root / "ckpt")
+        _FOLDERS["runs"] = run_downstream_e2e(ENTRY, paths["ckpt"], paths["model_config"], data, root / "exp")
+    return _FOLDERS["runs"]
+
+
+@pytest.fixture(scope="session")
+def expdirs(superb_data, tmp_path_factory) -> dict[str, Path]:
+    return experiment_folders(superb_data, tmp_path_factory.getbasetemp() / "superb_tools")
+
+
+def test_table_of_real_runs(expdirs, tmp_path):
+    root = expdirs["speech_commands"].parent
+    experiments = {e.task: e for e in results.collect([root])}
+    assert set(experiments) == {"speech_commands", "fluent_commands"}
+    for task, e in experiments.items():
+        logged = accuracies(expdirs[task])
+        assert e.upstream == ENTRY and e.evaluated
+        assert e.best_dev is not None and e.best_dev[1] == max(logged["dev"])
+        assert e.test_score == logged["test"][-1]  # the -m evaluate -e dev-best.ckpt line
+        assert e.scalars[f"{task}/test-acc"] == pytest.approx(e.test_score, abs=1e-6)
+
+    markdown = results.write_markdown(list(experiments.values()))
+    header = markdown.splitlines()[0]
+    assert "IC acc" in header and "KS acc" in header
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {ENTRY}"))
+    assert f"{experiments['speech_commands'].test_score:.4f}" in row
+
+    out_md, out_csv = tmp_path / "table.md", tmp_path / "table.csv"
+    assert results.main(["table", str(root), "-o", str(out_md), "--csv", str(out_csv)]) == 0
+    assert out_md.read_text() == markdown
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert {r["task"] for r in rows} == {"speech_commands", "fluent_commands"}
+    assert all(float(r["test"]) == experiments[r["task"]].test_score for r in rows)
+
+
+def test_layer_weights_of_dev_best(expdirs, tmp_path, capsys):
+    checkpoint = expdirs["fluent_commands"] / "dev-best.ckpt"
+    weights = results.layer_weights(checkpoint)
+    stored = torch.load(checkpoint, weights_only=False)["Featurizer"]["weights"]
+    assert weights == pytest.approx(torch.softmax(stored, -1).tolist())
+    assert math.isclose(sum(weights), 1.0, rel_tol=1e-6)
+    assert max(weights) != min(weights)  # trained, no longer uniform
+
+    plot = tmp_path / "weights.png"
+    code = results.main(["layers", str(checkpoint), "-o", str(plot), "--csv", str(tmp_path / "w.csv")])
+    captured = capsys.readouterr()
+    assert captured.out.count("layer ") == len(weights)
+    assert len((tmp_path / "w.csv").read_text().splitlines()) == len(weights) + 1
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert code == 1 and not plot.exists() and "matplotlib is not installed" in captured.err
+    else:
+        assert code == 0 and plot.stat().st_size > 0
+
+
+def test_bad_inputs(tmp_path, capsys):
+    with pytest.raises(results.ResultsError, match="no s3prl experiment folders"):
+        results.collect([tmp_path])
+    not_downstream = tmp_path / "model.ckpt"
+    torch.save({"model": {}}, not_downstream)
+    with pytest.raises(results.ResultsError, match="no 'Featurizer' entry"):
+        results.layer_weights(not_downstream)
+    assert results.main(["table", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
