@@ -128,16 +128,30 @@ class DashengEncoder(nn.Module):
         spec = self.front_end(padded, effective, per_utterance=per_utterance)
         x = self.patch_embed(spec)  # [B, T, D]
         valid = self.num_patches(lengths, batch_mode)
-        return self.encode_patches(x, valid, needs_mask=not (per_utterance and x.shape[0] == 1))
+        own = valid if per_utterance else self.num_patches(lengths)
+        return self.encode_patches(x, valid, own, needs_mask=not (per_utterance and x.shape[0] == 1))
 
-    def encode_patches(self, x: Tensor, valid: Tensor, needs_mask: bool = True) -> list[Tensor]:
-        """Chunk, position-embed and encode patch embeddings ``x`` ([B, T, D], ``valid`` [B])."""
+    def encode_patches(self, x: Tensor, valid: Tensor, own: Tensor | None = None,
+                       needs_mask: bool = True) -> list[Tensor]:
+        """Chunk, position-embed and encode patch embeddings ``x`` ([B, T, D]).
+
+        ``valid`` [B]: unmasked keys per utterance; ``own`` [B]: the utterance's own patches.
+        Chunks that hold none of an utterance's own patches are not computed (zeros come back).
+        """
         b, t, d = x.shape
         width = min(self.config.chunk_patches, t)
         chunks = -(-t // width)
         if chunks * width != t:
             x = F.pad(x, (0, 0, 0, chunks * width - t))
         x = x.reshape(b * chunks, width, d)
+        keep = None
+        if own is not None and b > 1 and chunks > 1:
+            # A long utterance next to short ones leaves chunks of pure padding: skip them. This
+            # needs the lengths on the host (one sync, only for multi-chunk batches).
+            owned = [c * width < n for n in own.tolist() for c in range(chunks)]
+            if not all(owned):
+                keep = torch.tensor([i for i, o in enumerate(owned) if o], device=x.device)
+                x = x.index_select(0, keep)
         # Same order of additions as the official code: time positions, then frequency.
         x = x + self.time_pos_embed[0, :, 0, :width].transpose(0, 1).to(x.dtype)
         x = x + self.freq_pos_embed[0, :, 0, 0].to(x.dtype)
@@ -145,6 +159,8 @@ class DashengEncoder(nn.Module):
         if needs_mask or chunks * width != t:
             starts = torch.arange(chunks, device=x.device) * width
             valid_in_chunk = (valid.to(x.device).unsqueeze(1) - starts).clamp(0, width).reshape(-1)
+            if keep is not None:
+                valid_in_chunk = valid_in_chunk.index_select(0, keep)
             padding = torch.arange(width, device=x.device) >= valid_in_chunk.unsqueeze(1)
             # Rows without any valid key get a uniform softmax from the finite bias (no NaN).
             bias = attention_bias(padding, x.dtype)
@@ -153,4 +169,6 @@ class DashengEncoder(nn.Module):
             x = block(x, bias)
             # The last block's raw output is replaced by its LayerNorm (the official output).
             hidden.append(x if index + 1 < len(self.blocks) else self.norm(x))
+        if keep is not None:
+            hidden = [h.new_zeros(b * chunks, width, d).index_copy(0, keep, h) for h in hidden]
         return [h.reshape(b, chunks * width, d)[:, :t] for h in hidden]
