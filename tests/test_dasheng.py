@@ -129,6 +129,12 @@ def test_sizes_come_from_shapes_not_from_stored_config(tmp_path):
     model = hubconf.dasheng_local(ckpt=str(path)).model
     assert (model.config.embed_dim, model.config.depth, model.config.num_heads) == (192, 3, 3)
     assert (model.config.mlp_hidden_dim, model.config.chunk_patches) == (384, 40)
+    # a width whose head count no rule can tell: a clear error, and the -g override
+    narrow = write_pip_checkpoint(random_encoder(DashengConfig(embed_dim=96, depth=1, num_heads=2, mlp_hidden_dim=96)),
+                                  tmp_path / "narrow.pt")
+    with pytest.raises(CheckpointError, match="num_heads"):
+        hubconf.dasheng_local(ckpt=str(narrow))
+    assert hubconf.dasheng_local(ckpt=str(narrow), num_heads=2).model.config.num_heads == 2
 
 
 def test_long_input_chunks_restart_positions(tiny):
