@@ -131,7 +131,9 @@ class StudentModel(nn.Module):
         """``wavs`` [B, L] zero-padded at 16 kHz, ``lengths`` [B] -> dict with ``hidden_states``
         (ARM: projection heads [B, T, 768]; STaR: layer outputs [B, T, D]), ``layer_results``
         and ``padding_mask`` [B, T]."""
-        features = self.feature_extractor(wavs, lengths, stats_over_padding=official_batching)
+        # Equal lengths (or one utterance) need no masking at all; one host sync per batch decides.
+        uniform = wavs.shape[0] == 1 or bool((lengths == lengths[0]).all())
+        features = self.feature_extractor(wavs, None if uniform else lengths, stats_over_padding=official_batching)
         x = self.layer_norm(features.transpose(1, 2))
         frames = self.feature_extractor.output_lengths(lengths)
         crop = x.shape[1] % self.cfg.crop_seq_to_multiple
@@ -140,8 +142,7 @@ class StudentModel(nn.Module):
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
         x = F.dropout(x, self.cfg.dropout_input, self.training)
-        # A single utterance has no padding: skip the mask (and let SDPA run unmasked).
-        pad = padding_mask(frames, x.shape[1]) if x.shape[0] > 1 else None
+        pad = None if uniform else padding_mask(frames, x.shape[1])
         layer_results = self.encoder(x, pad, official_batching=official_batching)
         if self.cfg.flavour == ARM:
             hidden = [head(h) for head, h in zip(self.proj_head, layer_results)]
