@@ -102,7 +102,8 @@ class PluginPretrainExpert(nn.Module):
         if "Model" not in all_states:
             raise ConfigError("this checkpoint has no 'Model' entry: it was not written by an s3prl_plugins recipe")
         self.model.load_state_dict(all_states["Model"])
-        self.updates = int(all_states.get("Updates", all_states.get("Step", 0)))
+        # The runner resumes at global step Step + 1 (it saves pbar.n); count EMA steps the same way.
+        self.updates = int(all_states.get("Step", all_states.get("Updates", 0)))
 
 
 _CLASSES: dict[str, type] = {}

@@ -1,0 +1,115 @@
+"""Pre-training end to end: torchrun DDP equivalence, s3prl's run_pretrain.py through the installer,
+and a pre-trained checkpoint running in s3prl's run_downstream.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from s3prl_plugins import installer
+from s3prl_plugins._cli import s3prl_package_dir
+
+from .helpers import accuracies, run_downstream_e2e
+from .test_pretrain import pretrain_data, tiny_config, train  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_data, tmp_path):
+    # small lr: float summation order differs between 1 and 2 processes, Adam amplifies that by lr
+    cfg = tiny_config("m2d", pretrain_data, total_steps=3, batch_size=4, lr=1e-4, warmup_steps=0,
+                      save_every=100, log_every=1)
+    cfg["data"]["norm_stats"] = [-7.0, 3.5]
+    single = train("m2d", cfg, tmp_path / "single")
+    cfg["train"]["batch_size"] = 2
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               "-m", "s3prl_plugins.pretrain", "m2d", "--config", str(tmp_path / "ddp.yaml"),
+               "--output", str(tmp_path / "ddp"), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
+    a = torch.load(tmp_path / "single" / "checkpoints" / "step-000000003.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp" / "checkpoints" / "step-000000003.pt", weights_only=True)
+    assert b["world_size"] == 2 and len(b["rng"]) == 2
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], atol=1e-5, rtol=0), (key, (value - b["model"][key]).abs().max())
+    from s3prl_plugins.pretrain.trainer import seed_everything
+
+    seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
+    initial = single.recipe.build_model().state_dict()
+    assert (a["model"]["blocks.0.attn.qkv.weight"] - initial["blocks.0.attn.qkv.weight"]).abs().max() > 1e-4
+
+
+@pytest.fixture
+def s3prl_copy(tmp_path) -> Path:
+    target = tmp_path / "site" / "s3prl"
+    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+@pytest.mark.slow
+def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, superb_data, s3prl_copy, tmp_path):
+    installer.install(s3prl_copy, log=lambda *_: None)
+    for name in ("m2d", "m2ds", "m2das", "dasheng"):
+        folder = s3prl_copy / "pretrain" / name
+        assert {"pretrain_expert.py", "config_model.yaml", "config_runner.yaml"} <= {p.name for p in folder.iterdir()}
+    model_cfg = tiny_config("m2d", pretrain_data)
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_cfg))
+    runner = {"runner": {"n_epochs": -1, "total_steps": 8, "gradient_clipping": 3.0, "gradient_accumulate_steps": 1,
+                         "log_step": 4, "save_step": 4, "max_keep": 2, "fp16": False},
+              "optimizer": {"name": "TorchOptim", "torch_optim_name": "AdamW", "lr": 1e-3, "betas": [0.9, 0.95],
+                            "weight_decay": 0.05},
+              "pretrain_expert": {"datarc": {"train_batch_size": 4, "num_workers": 0}}}
+    (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
+    env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
+    # the wrapper (cd into the s3prl folder, absolute paths) running s3prl's own run_pretrain.py
+    command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "m2d", "-n", "tiny", "-p", "s3run",
+               "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    states = tmp_path / "s3run" / "states-8.ckpt"
+    assert states.is_file()
+    # -e resumes with the recipe config stored in the checkpoint (Upstream_Config): redo steps 5-8
+    first = torch.load(states, map_location="cpu", weights_only=False)
+    states.unlink()
+    resumed = subprocess.run([sys.executable, "-m", "s3prl_plugins.run_pretrain", "-e", "s3run/states-4.ckpt",
+                              "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    final = torch.load(states, map_location="cpu", weights_only=False)
+    assert final["Step"] == first["Step"] == 7 and final["Updates"] == 8
+    assert final["Upstream_Config"] == first["Upstream_Config"]  # same statistics, not recomputed
+    final = states
+
+    exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export",
+                               str(final), "--output", str(tmp_path / "export")],
+                              capture_output=True, text=True, env=_env(), timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    checkpoint = Path(exported.stdout.strip().splitlines()[-1])
+    assert checkpoint.parent.name.startswith("m2d_vit_base-80x160p16x16-") and checkpoint.name.startswith("checkpoint-")
+
+    # the pre-trained model as an upstream in s3prl's downstream runner (generated KS data)
+    dirs = run_downstream_e2e("m2d_local", checkpoint, None, superb_data, tmp_path / "downstream",
+                              tasks=("speech_commands",))
+    found = accuracies(dirs["speech_commands"])
+    assert found.get("test"), found
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert not (s3prl_copy / "pretrain" / "m2d").exists()
