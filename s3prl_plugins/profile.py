@@ -175,8 +175,8 @@ def profile_upstream(model, *, name: str = "upstream", lengths: Iterable[int] = 
         wav = torch.randn(n, generator=generator).to(device)
         try:
             macs, terms = count_macs(model, [wav], attention_terms=attention_terms)
-        except NotImplementedError as error:
-            if device == "meta":
+        except (NotImplementedError, RuntimeError) as error:
+            if str(device) == "meta":
                 raise ProfileError(f"{name} cannot run on the meta device ({error}); profile with --device cpu") from error
             raise
         per_utterance.append(macs)
@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=parse_seconds,
                         help="comma-separated utterance durations in seconds instead of the SUPERB set")
     parser.add_argument("--device", default="cpu",
-                        help="cpu (default), cuda, or meta (shape-only counting; fast, not every model supports it)")
+                        help="cpu (default), cuda, or meta (shape-only counting in seconds; works for --reference, "
+                             "not for entries whose forward reads input values, e.g. to reject NaN)")
     parser.add_argument("--no-attention-terms", dest="attention_terms", action="store_false",
                         help="do not add the challenge profiler's element-wise attention terms")
     parser.add_argument("--json", help="also write the full result (per-utterance MACs) to this JSON file")
