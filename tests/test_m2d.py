@@ -104,7 +104,7 @@ def test_matches_per_utterance_reference_across_chunk_edges(tmp_path, folder):
 
 def test_batch_invariance_and_no_padding_leak(tmp_path):
     upstream = hubconf.m2d_local(ckpt=str(_full(tmp_path, "m2d_s_vit_base-80x100p80x2-230201")), model_config="ks")
-    wavs = _wavs(700, 16000, 41000, 3300)
+    wavs = _wavs(700, 16000, 41000, 3300, 31999)  # 31999 samples: exactly two whole chunks
     with torch.no_grad():
         batch = upstream(wavs)["hidden_states"]
         for b, wav in enumerate(wavs):
