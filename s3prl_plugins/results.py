@@ -25,13 +25,16 @@ from typing import Iterable, Sequence
 import yaml
 
 __all__ = ["Experiment", "read_experiment", "find_experiments", "collect", "results_table", "write_markdown",
-           "write_csv", "read_tensorboard_scalars", "layer_weights", "plot_layer_weights", "main"]
+           "write_csv", "read_tensorboard_scalars", "read_tensorboard_series", "layer_weights", "plot_layer_weights", "main"]
 
-#: The score that log.log records for each task, and whether higher is better (s3prl 0.4.18 experts).
-TASK_METRIC: dict[str, tuple[str, bool]] = {
-    "speech_commands": ("acc", True), "fluent_commands": ("acc", True), "emotion": ("acc", True),
-    "voxceleb1": ("acc", True), "asr": ("wer", False), "ctc": ("per", False), "sv_voxceleb1": ("eer", False),
-    "diarization": ("der", False), "quesst14_dtw": ("mtwv", True), "audio_snips": ("slot_type_f1", True),
+#: The main score of each task and whether higher is better (s3prl 0.4.18 experts). The
+#: classification experts write it to log.log; the others (ASR, PR/SF via ctc, ASV) only to
+#: tensorboard, as ``<prefix>/<split>-<metric>``; the first metric found there is used.
+TASK_METRIC: dict[str, tuple[tuple[str, bool], ...]] = {
+    "speech_commands": (("acc", True),), "fluent_commands": (("acc", True),), "emotion": (("acc", True),),
+    "voxceleb1": (("acc", True),), "asr": (("wer", False),),
+    "ctc": (("per", False), ("wer", False), ("slot_type_f1", True), ("slot_value_cer", False)),
+    "sv_voxceleb1": (("EER", False),),
 }
 #: short SUPERB names of the tasks, for column headers
 TASK_SHORT = {"speech_commands": "KS", "fluent_commands": "IC", "emotion": "ER", "voxceleb1": "SID", "asr": "ASR",
@@ -56,10 +59,8 @@ class Experiment:
     evaluated: bool = False
     #: last value of each tensorboard scalar tag (e.g. ``speech_commands/test-acc``)
     scalars: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def metric(self) -> str:
-        return TASK_METRIC.get(self.task, ("score", True))[0]
+    metric: str = "score"
+    higher_is_better: bool = True
 
     @property
     def test_score(self) -> float | None:
@@ -87,8 +88,9 @@ def _read_yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def read_tensorboard_scalars(expdir: Path) -> dict[str, float]:
-    """The last value of every scalar in the tensorboard event files of ``expdir``.
+def read_tensorboard_series(expdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the tensorboard event files of ``expdir``: ``{tag: [(step, value), ...]}``
+    in file order.
 
     Reads the TFRecord framing directly (8-byte length, 4-byte crc, payload, 4-byte crc) and
     parses each payload with tensorboardX's Event protobuf, which s3prl's runner already needs.
@@ -97,8 +99,8 @@ def read_tensorboard_scalars(expdir: Path) -> dict[str, float]:
         from tensorboardX.proto import event_pb2
     except ImportError:  # the runner could not have run without it; be lenient anyway
         return {}
-    scalars: dict[str, tuple[int, float]] = {}
-    for path in sorted(expdir.glob("events.out.tfevents.*")):
+    series: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(expdir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
         data = path.read_bytes()
         offset = 0
         while offset + 12 <= len(data):
@@ -110,9 +112,33 @@ def read_tensorboard_scalars(expdir: Path) -> dict[str, float]:
             event.ParseFromString(data[start:end])
             for value in event.summary.value:
                 if value.HasField("simple_value"):
-                    scalars[value.tag] = (event.step, value.simple_value)  # later events win
+                    series.setdefault(value.tag, []).append((event.step, value.simple_value))
             offset = end + 4
-    return {tag: value for tag, (_, value) in scalars.items()}
+    return series
+
+
+def read_tensorboard_scalars(expdir: Path) -> dict[str, float]:
+    """The last value of every tensorboard scalar of ``expdir``."""
+    return {tag: values[-1][1] for tag, values in read_tensorboard_series(expdir).items()}
+
+
+def _scores_from_tensorboard(experiment: "Experiment", series: dict) -> None:
+    """Fill scores/best dev of tasks that log their metric to tensorboard only."""
+    for metric, higher in TASK_METRIC.get(experiment.task, ()):
+        found = {}
+        for tag, values in series.items():
+            match = re.match(rf"^[^/]+/(?P<split>[\w.-]+?)-{re.escape(metric)}$", tag, flags=re.IGNORECASE)
+            if match:
+                found[match["split"]] = values
+        if not found:
+            continue
+        experiment.metric, experiment.higher_is_better = metric, higher
+        experiment.scores = dict(found)
+        dev = next((found[s] for s in ("dev", "dev-clean", "valid") if s in found), None)
+        if dev:
+            pick = max if higher else min
+            experiment.best_dev = pick(dev, key=lambda sv: sv[1])  # the earliest best, as s3prl keeps it
+        return
 
 
 def read_experiment(expdir: str | Path) -> Experiment:
@@ -141,7 +167,12 @@ def read_experiment(expdir: str | Path) -> Experiment:
                     experiment.best_dev = (step, value)
             else:
                 experiment.scores.setdefault(match["split"], []).append((step, value))
-    experiment.scalars = read_tensorboard_scalars(expdir)
+    metric, higher = TASK_METRIC.get(task, (("score", True),))[0]
+    experiment.metric, experiment.higher_is_better = metric, higher
+    series = read_tensorboard_series(expdir)
+    experiment.scalars = {tag: values[-1][1] for tag, values in series.items()}
+    if not experiment.scores:
+        _scores_from_tensorboard(experiment, series)
     return experiment
 
 
@@ -179,7 +210,8 @@ def results_table(experiments: Sequence[Experiment]) -> tuple[list[str], list[li
         if not e.evaluated and score is not None:
             text += "*"
         cells[(e.label, e.task)] = text
-    header = ["upstream"] + [f"{TASK_SHORT.get(t, t)} {TASK_METRIC.get(t, ('score', True))[0]}" for t in tasks]
+    metric = {e.task: e.metric for e in experiments}
+    header = ["upstream"] + [f"{TASK_SHORT.get(t, t)} {metric[t]}" for t in tasks]
     rows = [[u] + [cells.get((u, t), "") for t in tasks] for u in upstreams]
     return header, rows
 

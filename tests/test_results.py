@@ -88,3 +88,22 @@ def test_bad_inputs(tmp_path, capsys):
         results.layer_weights(not_downstream)
     assert results.main(["table", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_tasks_that_log_to_tensorboard_only(tmp_path):
+    """ASR (like PR/SF/ASV) writes no log.log lines: its WER comes from the event files."""
+    from tensorboardX import SummaryWriter
+
+    expdir = tmp_path / "asr"
+    expdir.mkdir()
+    (expdir / "args_2026-01-01-00-00-00.yaml").write_text("mode: train\ndownstream: asr\nupstream: m2d_local\n")
+    writer = SummaryWriter(str(expdir))
+    for step, dev, test in [(100, 40.0, 41.0), (200, 30.0, 31.5), (300, 30.0, 29.0)]:
+        writer.add_scalar("asr/dev-clean-wer", dev, step)
+        writer.add_scalar("asr/test-clean-wer", test, step)
+    writer.close()
+    (experiment,) = results.collect([tmp_path])
+    assert (experiment.metric, experiment.higher_is_better) == ("wer", False)
+    assert experiment.best_dev == (200, 30.0)  # lower is better; the first best is kept, as s3prl does
+    assert experiment.test_score == 31.5
+    assert "| ASR wer |" in results.write_markdown([experiment]).splitlines()[0] + "|"
