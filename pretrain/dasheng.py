@@ -34,7 +34,7 @@ from .config import ConfigError
 from .data import AudioList, DataError, TarShards, crop_or_pad, random_crop
 from .recipe import Recipe, register
 
-__all__ = ["DashengModelConfig", "DashengObjective", "DashengData", "DashengMAE", "DashengRecipe",
+__all__ = ["DashengModelConfig", "DashengObjective", "DashengData", "DashengDecoder", "DashengMAE", "DashengRecipe",
            "official_encoder_state"]
 
 
@@ -90,8 +90,40 @@ class DashengData:
             raise ConfigError("Dasheng models take 16 kHz audio (data.sample_rate: 16000)")
 
 
+class DashengDecoder(nn.Module):
+    """The MAE decoder with the official names (``AudioTransformerMAE_Decoder``): ``input_proj``,
+    ``mask_token``, ``pos_embed`` (learned, zero init, one row more than the encoder's positions),
+    ``blocks``, ``norm``, ``outputlayer``."""
+
+    def __init__(self, cfg: DashengModelConfig):
+        super().__init__()
+        dd = cfg.decoder_embed_dim
+        self.input_proj = nn.Linear(cfg.embed_dim, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.chunk_patches + 1, dd))
+        self.blocks = nn.ModuleList(ViTBlock(dd, cfg.decoder_num_heads, 4.0, eps=1e-6) for _ in range(cfg.decoder_depth))
+        self.norm = nn.LayerNorm(dd, eps=1e-6)
+        self.outputlayer = nn.Linear(dd, cfg.n_mels * cfg.patch_frames)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        x = self.input_proj(latent)
+        b, keep, dd = x.shape
+        length = ids_restore.shape[1]
+        x = torch.cat([x, self.mask_token.expand(b, length - keep, -1)], dim=1)
+        x = torch.gather(x, 1, ids_restore[:, :, None].expand(-1, -1, dd)) + self.pos_embed[:, :length]
+        for block in self.blocks:
+            x = block(x)
+        return self.outputlayer(self.norm(x))
+
+
 class DashengMAE(nn.Module):
-    """``encoder`` (the upstream's :class:`DashengEncoder`) + MAE decoder."""
+    """``encoder`` (the upstream's :class:`DashengEncoder`, so the export is the upstream's
+    weights) + ``decoder`` (:class:`DashengDecoder`)."""
 
     def __init__(self, cfg: DashengModelConfig, objective: DashengObjective):
         super().__init__()
@@ -99,25 +131,14 @@ class DashengMAE(nn.Module):
         with torch.device("cpu"):  # the filterbank is computed on the host, even when building on "meta"
             front_end = DashengFrontEnd(cfg.n_mels)
         self.encoder = DashengEncoder(cfg.encoder_config(), front_end=front_end)
-        dd = cfg.decoder_embed_dim
-        self.decoder_embed = nn.Linear(cfg.embed_dim, dd)
-        self.mask_token = nn.Parameter(torch.randn(1, 1, dd) * 0.02)
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, cfg.chunk_patches, dd))
-        self.decoder_blocks = nn.ModuleList(ViTBlock(dd, cfg.decoder_num_heads, 4.0, eps=1e-6)
-                                            for _ in range(cfg.decoder_depth))
-        self.decoder_norm = nn.LayerNorm(dd, eps=1e-6)
-        self.decoder_pred = nn.Linear(dd, cfg.n_mels * cfg.patch_frames)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
+        for module in self.encoder.modules():  # the official encoder's init_weights
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.decoder = DashengDecoder(cfg)
 
     def log_mel_db(self, wave: Tensor) -> Tensor:
         """Raw dB log-mel [B, n_mels, 1 + N // 160] in float32 (the MAE target, before BatchNorm)."""
@@ -129,9 +150,20 @@ class DashengMAE(nn.Module):
             db = 10.0 * torch.log10(mel.clamp_min(AMIN))
             return torch.max(db, db.amax() - TOP_DB)  # batch-wide floor, as AmplitudeToDB on a batch
 
+    def mask_order(self, group_noise: Tensor, length: int) -> Tensor:
+        """Patch order (visible first) from one noise value per group of adjacent patches."""
+        group = self.objective.mask_group
+        if length % group:
+            raise DataError(f"the crop has {length} patches, not a multiple of the mask group {group}; "
+                            "adjust data.crop_seconds")
+        indices = torch.arange(length, device=group_noise.device).view(-1, group)
+        if group_noise.shape[1] != indices.shape[0]:
+            raise DataError(f"mask noise has {group_noise.shape[1]} groups, the crop {indices.shape[0]}")
+        return indices[torch.argsort(group_noise, dim=1)].flatten(-2)
+
     def forward(self, wave: Tensor, mask_noise: Tensor) -> Tensor:
-        """``wave`` [B, N] crops, ``mask_noise`` [B, groups] uniform noise (the smallest groups stay
-        visible). Returns the MSE over masked patches."""
+        """``wave`` [B, N] crops, ``mask_noise`` [B, groups] uniform noise (the groups with the
+        smallest values stay visible). Returns the MSE over the masked patches."""
         enc, cfg = self.encoder, self.cfg
         db = self.log_mel_db(wave)
         with torch.autocast(wave.device.type, enabled=False):
@@ -141,35 +173,20 @@ class DashengMAE(nn.Module):
         if length > cfg.chunk_patches:
             raise DataError(f"crops of {length} patches exceed the positional table ({cfg.chunk_patches}); "
                             "shorten data.crop_seconds")
-        x = x + enc.time_pos_embed[0, :, 0, :length].transpose(0, 1) + enc.freq_pos_embed[0, :, 0, 0]
-
-        group = self.objective.mask_group
-        groups = mask_noise.shape[1]
-        noise = mask_noise.repeat_interleave(group, dim=1)[:, :length]
-        if noise.shape[1] < length:
-            raise DataError(f"mask noise covers {groups * group} patches, the crop has {length}")
-        # ties inside a group are broken by position, so whole groups are kept or masked together
-        noise = noise + torch.arange(length, device=noise.device) * 1e-7
-        ids_shuffle = torch.argsort(noise, dim=1)
+        x = x + enc.time_pos_embed[0, :, 0, :length].transpose(0, 1)
+        x = x + enc.freq_pos_embed[0, :, 0, 0]
+        ids_shuffle = self.mask_order(mask_noise, length)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         keep = int(length * (1 - self.objective.mask_ratio))
         visible = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, d))
         for block in enc.blocks:
             visible = block(visible)
-        latent = enc.norm(visible)
-
-        y = self.decoder_embed(latent)
-        dd = y.shape[-1]
-        y = torch.cat([y, self.mask_token.expand(b, length - keep, -1)], dim=1)
-        y = torch.gather(y, 1, ids_restore[:, :, None].expand(-1, -1, dd)) + self.decoder_pos_embed[:, :length]
-        for block in self.decoder_blocks:
-            y = block(y)
-        pred = self.decoder_pred(self.decoder_norm(y))  # [B, L, n_mels * patch_frames]
+        pred = self.decoder(enc.norm(visible), ids_restore)  # [B, L, n_mels * patch_frames]
 
         with torch.autocast(wave.device.type, enabled=False):
             width = cfg.patch_frames
             target = db[:, :, : length * width].reshape(b, cfg.n_mels, length, width).transpose(1, 2)
-            target = target.reshape(b, length, cfg.n_mels * width)  # same flattening as the patch conv
+            target = target.reshape(b, length, cfg.n_mels * width)  # nn.Unfold's (mel, frame) order
             if self.objective.norm_pix_loss:
                 mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
                 target = (target - mean) / (var + 1e-6).sqrt()
@@ -202,6 +219,14 @@ def official_encoder_state(encoder: DashengEncoder) -> dict[str, Tensor]:
 class DashengRecipe(Recipe):
     ModelConfig, ObjectiveConfig, DataConfig = DashengModelConfig, DashengObjective, DashengData
 
+    def __init__(self, config: dict):
+        super().__init__(config)
+        patches, group = self.num_patches, self.objective.mask_group
+        if patches > self.model_cfg.chunk_patches or patches % group or patches < 2 * group:
+            raise ConfigError(f"data.crop_seconds {self.data.crop_seconds} gives {patches} patches; it must be a "
+                              f"multiple of objective.mask_group ({group}) and at most model.chunk_patches "
+                              f"({self.model_cfg.chunk_patches}); the official 10.0 s gives 250")
+
     @property
     def crop_samples(self) -> int:
         return int(round(self.data.crop_seconds * self.data.sample_rate))
@@ -227,7 +252,7 @@ class DashengRecipe(Recipe):
         wave = raw["wave"]
         crop = self.crop_samples
         wave = crop_or_pad(wave, random_crop(len(wave), crop, rng), crop).astype(np.float32)
-        groups = -(-self.num_patches // self.objective.mask_group)
+        groups = self.num_patches // self.objective.mask_group
         return {"wave": torch.from_numpy(wave), "mask_noise": torch.from_numpy(rng.random(groups, dtype=np.float32))}
 
     def build_model(self) -> DashengMAE:
