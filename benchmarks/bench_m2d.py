@@ -2,13 +2,17 @@
 
     python benchmarks/bench_m2d.py [--device cpu|cuda] [--batch 8] [--seconds 10] [--repeats 3]
 
-For each patch layout (16x16 with a 6.08 s unit, 80x2 with a 4 s unit) it times
+For each patch layout (16x16 with a 6.08 s unit, 80x2 with a 4 s unit) and two workloads
+(``equal``: batch x --seconds; ``mixed``: lengths spread evenly from 20 % to 100 % of --seconds, as
+in SUPERB batches) it times
 
-* ``batched``: this package's upstream: one log-mel for the whole batch, every chunk of every
-  utterance through the transformer together (SDPA, key padding mask only for short last chunks);
-* ``per-utterance``: the official wrapper's execution order, re-created with the same modules:
-  one utterance at a time, one chunk at a time, no batching (the official code itself lives
-  outside this repository; see the report in the issue notes for measurements against it).
+* ``batched``: this package's upstream: one log-mel for the whole batch, every valid chunk of
+  every utterance through the transformer together (SDPA; whole chunks unmasked, short last
+  chunks grouped by length with a key padding mask);
+* ``official-order``: the official wrapper's execution order, re-created with the same modules
+  (the official code lives outside this repository): the zero-padded batch is transformed as if
+  the padding were audio, and cut into chunks of the padded length, one chunk at a time for the
+  whole batch, so short utterances also pay for the chunks of the longest one.
 
 It prints audio seconds per wall second, the FLOPs of one batched forward counted with
 ``torch.utils.flop_counter.FlopCounterMode`` and the achieved fraction of ``--peak-gflops``
@@ -44,19 +48,18 @@ def build(config: M2DConfig, device: str) -> M2DUpstream:
     return upstream
 
 
-def per_utterance(upstream: M2DUpstream, wavs):
-    """The official execution order: utterance by utterance, chunk by chunk."""
+def official_order(upstream: M2DUpstream, wavs):
+    """The official wrapper's order: padded batch, chunk by chunk, padding treated as audio."""
     model = upstream.model
     unit, pt = model.config.input_size[1], model.config.patch_size[1]
-    outputs = []
-    for wav in wavs:
-        lms, frames = model.log_mel(wav[None], torch.tensor([wav.numel()], device=wav.device))
-        x = ((lms - model.norm_mean) / model.norm_std)[:, None]
-        n = x.shape[-1]
-        x = torch.nn.functional.pad(x, (0, (pt - n % unit % pt) % pt))
-        chunks = [model.encoder(x[..., i:i + unit]) for i in range(0, n, unit)]
-        outputs.append([torch.cat(layer, dim=1) for layer in zip(*chunks)])
-    return outputs
+    padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    full = torch.full((len(wavs),), padded.shape[1], device=padded.device)
+    lms, _ = model.log_mel(padded, full)
+    x = ((lms - model.norm_mean) / model.norm_std)[:, None]
+    n = x.shape[-1]
+    x = torch.nn.functional.pad(x, (0, (pt - n % unit % pt) % pt))
+    chunks = [model.encoder(x[..., i:i + unit]) for i in range(0, n, unit)]
+    return [torch.cat(layer, dim=1) for layer in zip(*chunks)]
 
 
 def sync(device: str):
@@ -76,23 +79,30 @@ def time_it(fn, device: str, repeats: int) -> float:
     return best
 
 
-def measure(variant: str, mode: str, device: str, batch: int, seconds: float, repeats: int) -> dict:
+def lengths_for(workload: str, batch: int, seconds: float) -> list[int]:
+    if workload == "equal":
+        return [int(seconds * 16000)] * batch
+    return [int(seconds * 16000 * (0.2 + 0.8 * i / max(batch - 1, 1))) for i in range(batch)]
+
+
+def measure(variant: str, workload: str, mode: str, device: str, batch: int, seconds: float, repeats: int) -> dict:
     upstream = build(VARIANTS[variant], device)
     generator = torch.Generator().manual_seed(0)
-    wavs = [(0.1 * torch.randn(int(seconds * 16000), generator=generator)).to(device) for _ in range(batch)]
-    run = (lambda: upstream(wavs)) if mode == "batched" else (lambda: per_utterance(upstream, wavs))
+    lengths = lengths_for(workload, batch, seconds)
+    wavs = [(0.1 * torch.randn(n, generator=generator)).to(device) for n in lengths]
+    run = (lambda: upstream(wavs)) if mode == "batched" else (lambda: official_order(upstream, wavs))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
         best = time_it(run, device, repeats)
-        result = {"variant": variant, "mode": mode, "device": device, "seconds_per_batch": best,
-                  "audio_s_per_s": batch * seconds / best}
+        result = {"variant": variant, "workload": workload, "mode": mode, "device": device,
+                  "seconds_per_batch": best, "audio_s_per_s": sum(lengths) / 16000 / best}
         if device.startswith("cuda"):
             result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:
             result["peak_rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-        if mode == "batched":
+        if True:  # FLOPs of both orders: the official one also encodes the padding
             from torch.utils.flop_counter import FlopCounterMode
 
             counter = FlopCounterMode(display=False)
@@ -110,38 +120,39 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="16x16,80x2")
-    parser.add_argument("--modes", default="batched,per-utterance")
+    parser.add_argument("--workloads", default="equal,mixed")
+    parser.add_argument("--modes", default="batched,official-order")
     parser.add_argument("--peak-gflops", type=float, default=146.0, help="device fp32 peak for the utilisation figure")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
 
     if args.one:
-        variant, mode = args.one.split(":")
-        print(json.dumps(measure(variant, mode, args.device, args.batch, args.seconds, args.repeats)))
+        variant, workload, mode = args.one.split(":")
+        print(json.dumps(measure(variant, workload, mode, args.device, args.batch, args.seconds, args.repeats)))
         return
 
     print(f"M2D ViT-B, batch {args.batch} x {args.seconds} s, device {args.device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     rows = []
     for variant in args.variants.split(","):
-        for mode in args.modes.split(","):
-            # a fresh process per configuration, so peak memory and caches do not carry over
-            command = [sys.executable, __file__, "--one", f"{variant}:{mode}", "--device", args.device,
-                       "--batch", str(args.batch), "--seconds", str(args.seconds), "--repeats", str(args.repeats)]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            row = json.loads(output.strip().splitlines()[-1])
-            rows.append(row)
-            memory = row.get("peak_mem_mb", row.get("peak_rss_growth_mb"))
-            line = (f"{variant:6s} {mode:14s} {row['seconds_per_batch']:7.3f} s/batch "
-                    f"{row['audio_s_per_s']:8.1f} audio-s/s  peak mem {memory:8.1f} MB")
-            if "gflop_per_batch" in row:
-                line += (f"  {row['gflop_per_batch']:7.1f} GFLOP/batch  {row['gflop_per_s']:7.1f} GFLOP/s"
-                         f" ({100 * row['gflop_per_s'] / args.peak_gflops:.0f}% of {args.peak_gflops:g})")
-            print(line, flush=True)
-    for variant in args.variants.split(","):
-        times = {r["mode"]: r["seconds_per_batch"] for r in rows if r["variant"] == variant}
-        if len(times) == 2:
-            print(f"{variant}: batched is {times['per-utterance'] / times['batched']:.2f}x the per-utterance speed")
+        for workload in args.workloads.split(","):
+            for mode in args.modes.split(","):
+                # a fresh process per configuration, so peak memory and caches do not carry over
+                command = [sys.executable, __file__, "--one", f"{variant}:{workload}:{mode}", "--device", args.device,
+                           "--batch", str(args.batch), "--seconds", str(args.seconds), "--repeats", str(args.repeats)]
+                output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                row = json.loads(output.strip().splitlines()[-1])
+                rows.append(row)
+                memory = row.get("peak_mem_mb", row.get("peak_rss_growth_mb"))
+                print(f"{variant:6s} {workload:6s} {mode:15s} {row['seconds_per_batch']:7.3f} s/batch "
+                      f"{row['audio_s_per_s']:7.1f} audio-s/s  peak mem {memory:7.1f} MB  "
+                      f"{row['gflop_per_batch']:7.1f} GFLOP/batch {row['gflop_per_s']:6.1f} GFLOP/s "
+                      f"({100 * row['gflop_per_s'] / args.peak_gflops:.0f}% of {args.peak_gflops:g})", flush=True)
+            times = {r["mode"]: r["seconds_per_batch"] for r in rows
+                     if r["variant"] == variant and r["workload"] == workload}
+            if len(times) == 2:
+                print(f"  -> {variant} {workload}: batched is {times['official-order'] / times['batched']:.2f}x "
+                      f"the official order's speed", flush=True)
 
 
 if __name__ == "__main__":
