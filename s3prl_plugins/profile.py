@@ -55,7 +55,7 @@ class ProfileResult:
     params: int
     #: MACs summed over every utterance (matrix products, convolutions, attention products)
     macs: int
-    #: element-wise attention terms the challenge profiler also counted (see ``attention_terms``)
+    #: element-wise attention terms that the challenge profiler counts for nn.MultiheadAttention
     attention_terms: int
     total_seconds: float
     lengths: list[int]
@@ -67,8 +67,9 @@ class ProfileResult:
         return self.macs / self.total_seconds
 
     @property
-    def superb_macs(self) -> int:
-        """MACs in the challenge profiler's convention (``macs`` plus the attention terms)."""
+    def macs_with_mha_terms(self) -> int:
+        """``macs`` plus the element-wise attention terms that the challenge profiler counts for
+        ``nn.MultiheadAttention`` (not for attention written with matmul/softmax)."""
         return self.macs + self.attention_terms
 
     def per_second_range(self) -> tuple[float, float]:
@@ -78,7 +79,7 @@ class ProfileResult:
     def to_dict(self) -> dict:
         low, high = self.per_second_range()
         out = asdict(self)
-        out.update(macs_per_second=self.macs_per_second, superb_macs=self.superb_macs,
+        out.update(macs_per_second=self.macs_per_second, macs_with_mha_terms=self.macs_with_mha_terms,
                    min_macs_per_second=low, max_macs_per_second=high)
         return out
 
@@ -245,8 +246,8 @@ def format_report(result: ProfileResult) -> str:
         f"MACs per second:     {_format_g(result.macs_per_second)} (per utterance {_format_g(low)}-{_format_g(high)})",
     ]
     if result.attention_terms:
-        lines.append(f"SUPERB-profiler sum: {result.superb_macs:,} ({_format_g(result.superb_macs)}; "
-                     "+ element-wise attention terms counted by the challenge's DeepSpeed profiler)")
+        lines.append(f"MACs + MHA terms:    {result.macs_with_mha_terms:,} ({_format_g(result.macs_with_mha_terms)}; what the "
+                     "challenge profiler reports when the attention is nn.MultiheadAttention, e.g. fairseq HuBERT)")
     return "\n".join(lines)
 
 
