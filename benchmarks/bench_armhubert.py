@@ -110,6 +110,41 @@ def measure(name: str, batch: int, seconds: float, repeats: int, device: str) ->
     }
 
 
+def _write_full_release(path: str) -> None:
+    """An ARMHuBERT release file with a HuBERT Base-sized teacher (what the real files carry)."""
+    from s3prl_plugins.upstreams.armhubert.config import ARM, PUBLISHED, STAR, student_config
+    from s3prl_plugins.upstreams.armhubert.model import StudentModel
+    from s3prl_plugins.upstreams.armhubert.testing import write_release_checkpoint
+
+    teacher = StudentModel(student_config(HUBERT_BASE, STAR)).state_dict()
+    write_release_checkpoint(path, dict(PUBLISHED["ARMHuBERT"]), ARM, teacher=teacher)
+
+
+def measure_loading(path: str, how: str) -> dict:
+    """Peak resident memory while loading ``path``: our entry vs a plain ``torch.load``."""
+    import torch
+
+    from s3prl_plugins.upstreams.armhubert import entries, testing  # noqa: F401 - imports are not loading
+    from s3prl_plugins.upstreams.common import checkpoint  # noqa: F401
+
+    base = _rss_mib("VmRSS")
+    _reset_peak_rss()
+    start = time.perf_counter()
+    if how == "entry":
+        from s3prl_plugins.upstreams.armhubert.hubconf import armhubert_local
+
+        model = armhubert_local(ckpt=path)
+        kept = sum(p.numel() for p in model.parameters())
+    else:
+        from s3prl_plugins.upstreams.armhubert.testing import _lightning_attribute_dict
+
+        with _lightning_attribute_dict():  # the class the file pickles, when Lightning is absent
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        kept = sum(v.numel() for v in obj["state_dict"].values())
+    return {"how": how, "seconds": time.perf_counter() - start, "peak_mib": _rss_mib("VmHWM") - base,
+            "params_kept": kept}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -118,11 +153,32 @@ def main() -> None:
     parser.add_argument("--peak-gflops", type=float, default=146.0, help="fp32 peak of the machine")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--loading", action="store_true",
+                        help="also measure the memory of loading a release file that holds the teacher")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--load-one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.batch, args.seconds, args.repeats, args.device)))
         return
+    if args.load_one:
+        print(json.dumps(measure_loading(*args.load_one)))
+        return
+    if args.loading:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "ARMHuBERT-with-teacher.ckpt")
+            _write_full_release(path)
+            size = os.path.getsize(path) / 2**20
+            for how in ("entry", "torch.load"):
+                out = subprocess.run([sys.executable, __file__, "--load-one", path, how], capture_output=True, text=True)
+                if out.returncode:
+                    print(out.stderr[-2000:], file=sys.stderr)
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"loading a {size:.0f} MiB release file ({how}): peak +{r['peak_mib']:.0f} MiB, "
+                      f"{r['seconds']:.1f} s, {r['params_kept'] / 1e6:.2f}M parameters kept")
     rows = []
     for name in args.models.split(","):
         command = [sys.executable, __file__, "--one", name, "--batch", str(args.batch), "--seconds",

@@ -125,15 +125,25 @@ def _optimizer_state(student: StudentModel) -> dict:
 
 def write_release_checkpoint(path: Path, distiller: dict, flavour: str, *, seed: int = 0,
                              final_proj: bool = False, extra_keys: dict | None = None,
-                             yaml_path: Path | None = None, with_hparams: bool = True) -> StudentModel:
-    """Write a random-weight release ``.ckpt`` (and, if asked, its companion yaml); returns the student."""
+                             yaml_path: Path | None = None, with_hparams: bool = True,
+                             perturb_norms: bool = True, teacher: dict | None = None) -> StudentModel:
+    """Write a random-weight release ``.ckpt`` (and, if asked, its companion yaml); returns the student.
+
+    ``perturb_norms`` moves biases and norm parameters off their initial 0/1, so that a parity check
+    exercises every parameter; without it (fairseq's initialisation) the random features differ
+    more between utterances, which suits a short downstream training run.
+    """
     torch.manual_seed(seed)
     student = StudentModel(student_config(distiller, flavour)).eval()
-    with torch.no_grad():  # random non-trivial norms and biases, so every parameter matters
-        for name, p in student.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name or "conv_layers.0.2" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    state: dict[str, torch.Tensor] = dict(_tiny_teacher(seed))
+    if perturb_norms:
+        with torch.no_grad():
+            for name, p in student.named_parameters():
+                if name.endswith("bias") or "layer_norm" in name or "conv_layers.0.2" in name:
+                    p.add_(0.1 * torch.randn_like(p))
+    # ``teacher``: the teacher's own keys (written under teacher_model.model.); default: a tiny stand-in
+    state: dict[str, torch.Tensor] = (
+        {f"teacher_model.model.{k}": v for k, v in teacher.items()} if teacher is not None else _tiny_teacher(seed)
+    )
     student_state = student.state_dict()
     if final_proj:
         student_state["final_proj.weight"] = torch.randn(768, student.cfg.encoder_embed_dim)
@@ -198,12 +208,13 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
 
         url = gdrive_url(release.ckpt.split(":", 1)[1]) if release.ckpt.startswith("gdrive:") else release.ckpt
         target = cached_download_path(url, release.filename)
-        write_release_checkpoint(target, distiller, flavour, final_proj=flavour == STAR)
+        write_release_checkpoint(target, distiller, flavour, final_proj=flavour == STAR, perturb_norms=False)
         return {"ckpt": None, "model_config": None}
     ckpt = directory / f"{entry}.ckpt"
     if entry.endswith("_local"):
-        write_release_checkpoint(ckpt, distiller, flavour, final_proj=flavour == STAR)
+        write_release_checkpoint(ckpt, distiller, flavour, final_proj=flavour == STAR, perturb_norms=False)
         return {"ckpt": str(ckpt), "model_config": None}
     config = directory / f"{entry}.yaml"
-    write_release_checkpoint(ckpt, distiller, flavour, final_proj=flavour == STAR, yaml_path=config)
+    write_release_checkpoint(ckpt, distiller, flavour, final_proj=flavour == STAR, yaml_path=config,
+                             perturb_norms=False)
     return {"ckpt": str(ckpt), "model_config": str(config)}
