@@ -106,6 +106,7 @@ def test_loss_decreases_over_20_steps(recipe, pretrain_data, tmp_path):
         assert trainer.history[-1]["loss_off"] < trainer.history[0]["loss_off"]
     exported = list((tmp_path / "run" / "export").rglob("*.p*"))
     assert len(exported) == 1
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def _params(path: Path) -> dict:
@@ -114,7 +115,8 @@ def _params(path: Path) -> dict:
 
 def test_resume_is_exact(pretrain_data, tmp_path):
     torch.set_num_threads(1)
-    cfg = tiny_config("m2ds", pretrain_data, total_steps=6, save_every=100)
+    # two loader worker processes: crops, noise and masks must not depend on which worker made them
+    cfg = tiny_config("m2ds", pretrain_data, total_steps=6, save_every=100, num_workers=2)
     train("m2ds", cfg, tmp_path / "straight")
     train("m2ds", cfg, tmp_path / "split", stop_at=3)  # "killed" after 3 steps (checkpoint written)
     assert [p.name for p in (tmp_path / "split" / "checkpoints").iterdir()] == ["step-000000003.pt"]
@@ -147,6 +149,18 @@ def test_sampler_splits_global_batches_and_resumes():
     assert list(resumed) == one[1:]
     with pytest.raises(ValueError, match="fewer than one global batch"):
         GlobalBatchSampler(3, 4)
+
+
+def test_librispeech_bucket_reader(superb_data):
+    from s3prl_plugins.pretrain.data import librispeech_list
+
+    libri = superb_data["librispeech"]
+    reader = librispeech_list(libri["root"], libri["bucket_dir"], ["train-clean-100", "dev-clean"])
+    assert len(reader) == 12
+    lengths = sorted(int(r["length"]) for r in csv.DictReader(open(Path(libri["bucket_dir"]) / "train-clean-100.csv")))
+    limit = lengths[4]
+    short = librispeech_list(libri["root"], libri["bucket_dir"], ["train-clean-100"], max_samples=limit)
+    assert len(short) == 5 and all(len(short[i]["wave"]) <= limit for i in range(len(short)))
 
 
 def test_tar_shards_read_every_member(pretrain_data, superb_data):
