@@ -52,7 +52,9 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     lr: float | None = None
     blr: float = 3e-4
-    #: the cosine ends at ``lr * min_lr_ratio``
+    #: after the warm-up: "cosine" (half cycle), "linear" (decay) or "constant"; all end at
+    #: ``lr * min_lr_ratio`` (constant: stays at lr)
+    schedule: str = "cosine"
     min_lr_ratio: float = 0.0
     warmup_epochs: float | None = None
     warmup_steps: int | None = None
@@ -89,6 +91,8 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
         if self.save_every < 1 or self.keep_last < 1 or self.log_every < 1:
             raise ConfigError("train.save_every, train.keep_last and train.log_every must be >= 1")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError("train.min_lr_ratio must lie in [0, 1]")
 

@@ -38,10 +38,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.opti
 class WarmupCosine:
     """Per-step learning rate: linear warm-up from 0 to ``lr`` over ``warmup`` steps, then a
     half-cycle cosine down to ``lr * min_ratio`` at ``total`` steps (MAE's ``adjust_learning_rate``
-    evaluated per iteration). Stateless apart from the step, so resuming is exact."""
+    evaluated per iteration); ``shape="linear"`` decays linearly instead, ``"constant"`` keeps
+    ``lr``. Stateless apart from the step, so resuming is exact."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, warmup: int, total: int, min_ratio: float = 0.0):
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, warmup: int, total: int, min_ratio: float = 0.0,
+                 shape: str = "cosine"):
         self.optimizer = optimizer
+        self.shape = shape
         self.base_lr = lr
         self.warmup = max(0, int(warmup))
         self.total = max(1, int(total))
@@ -54,6 +57,10 @@ class WarmupCosine:
             return self.base_lr * step / self.warmup
         span = max(1, self.total - self.warmup)
         progress = min(1.0, (step - self.warmup) / span)
+        if self.shape == "constant":
+            return self.base_lr
+        if self.shape == "linear":
+            return self.base_lr + (self.min_lr - self.base_lr) * progress
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def _apply(self) -> None:

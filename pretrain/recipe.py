@@ -95,6 +95,12 @@ class Recipe:
         """One training example (fixed-shape tensors) from a reader item and its own RNG."""
         raise NotImplementedError
 
+    def collate(self, examples: list[dict]) -> dict:
+        """Batch of examples (default: stack equal-shape tensors; override to pad variable lengths)."""
+        from torch.utils.data import default_collate
+
+        return default_collate(examples)
+
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """Loss of one micro-batch (already on the device) and detached scalars to log."""
         raise NotImplementedError

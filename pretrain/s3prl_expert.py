@@ -64,7 +64,7 @@ class PluginPretrainExpert(nn.Module):
     def get_train_dataloader(self):
         cfg = self.recipe.train
         sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, auto_epoch=True)
-        return make_loader(self.dataset, sampler, cfg.num_workers, self.device.type == "cuda")
+        return make_loader(self.dataset, sampler, cfg.num_workers, self.device.type == "cuda", self.recipe.collate)
 
     def forward(self, data, records=None, global_step=0, log_step=1000, **kwargs):
         records = records if records is not None else defaultdict(list)

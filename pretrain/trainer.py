@@ -63,9 +63,10 @@ def plan_schedule(recipe: Recipe, num_items: int, world_size: int) -> Schedule:
     return Schedule(total, min(warmup, total), steps_per_epoch, effective, lr)
 
 
-def make_loader(dataset: RecipeDataset, sampler: GlobalBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
+def make_loader(dataset: RecipeDataset, sampler: GlobalBatchSampler, num_workers: int, pin_memory: bool,
+                collate=None) -> DataLoader:
     # Own generator: creating an iterator must not consume the global RNG (exact resume).
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate,
                       persistent_workers=False, generator=torch.Generator(),
                       multiprocessing_context="fork" if num_workers > 0 and sys.platform == "linux" else None)
 
@@ -136,7 +137,8 @@ class Trainer:
 
         module = recipe.build_model().to(ctx.device)
         optimizer = build_optimizer(module, cfg, schedule.lr)
-        scheduler = WarmupCosine(optimizer, schedule.lr, schedule.warmup_steps, schedule.total_steps, cfg.min_lr_ratio)
+        scheduler = WarmupCosine(optimizer, schedule.lr, schedule.warmup_steps, schedule.total_steps, cfg.min_lr_ratio,
+                                 cfg.schedule)
         autocast_dtype, use_scaler = self._precision()
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
@@ -175,7 +177,7 @@ class Trainer:
         self._log(f"{n_params / 1e6:.2f} M trainable parameters; {len(dataset)} training items")
 
         writer = self._tensorboard()
-        loader = make_loader(dataset, sampler, cfg.num_workers, ctx.device.type == "cuda")
+        loader = make_loader(dataset, sampler, cfg.num_workers, ctx.device.type == "cuda", recipe.collate)
         batches = iter(loader)
         bar = self._progress_bar(schedule.total_steps, step)
         throughput = _Throughput()

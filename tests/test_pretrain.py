@@ -277,3 +277,24 @@ def test_cli_help_and_list():
     result = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain.prepare", "--help"], capture_output=True,
                             text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0 and "librispeech" in result.stdout
+
+
+def test_learning_rate_schedules_and_ema_schedule():
+    from s3prl_plugins.pretrain.optim import LinearSchedule, WarmupCosine
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1.0)
+    cosine = WarmupCosine(optimizer, 1.0, warmup=10, total=110, min_ratio=0.1)
+    assert cosine.lr_at(0) == 0 and cosine.lr_at(5) == 0.5 and cosine.lr_at(10) == 1.0
+    assert abs(cosine.lr_at(60) - 0.55) < 1e-9 and abs(cosine.lr_at(110) - 0.1) < 1e-9
+    linear = WarmupCosine(optimizer, 1.0, warmup=0, total=100, shape="linear")
+    assert abs(linear.lr_at(25) - 0.75) < 1e-9
+    constant = WarmupCosine(optimizer, 1e-4, warmup=0, total=100, shape="constant")
+    assert constant.lr_at(99) == 1e-4
+    cosine.step()
+    state = cosine.state_dict()
+    again = WarmupCosine(optimizer, 1.0, warmup=10, total=110, min_ratio=0.1)
+    again.load_state_dict(state)
+    assert optimizer.param_groups[0]["lr"] == 0.1  # step 1 of 10 warm-up steps
+    ema = LinearSchedule(0.99995, 0.99999, 1000)  # M2D: init + (final - init) * step / (total - 1)
+    assert ema(0) == 0.99995 and abs(ema(999) - 0.99999) < 1e-12
