@@ -16,7 +16,7 @@ speed does not depend on their values):
 
 MACs = FLOPs / 2 from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions,
 attention counted through the math SDPA backend; the FFT of the front end is not counted). Timings are the median of ``--repeats`` runs
-after one warm-up; on the shared 2-core development machine they are noisy.
+after one warm-up (peak memory covers load + those runs); on the shared 2-core development machine they are noisy.
 """
 from __future__ import annotations
 
@@ -69,15 +69,28 @@ def _checkpoint(frame_period_ms: int, directory: Path) -> Path:
     return path
 
 
+def _official_model(args, ckpt: Path):
+    import torch
+
+    expert_class = _official_expert_class(args.official)
+    stats = Path(__file__).resolve().parents[1] / "upstreams/melhubert/stats/libri-960-mean-std.npy"
+    load = torch.load
+    torch.load = lambda *a, **k: load(*a, **{**k, "weights_only": False})  # Args is a Namespace
+    try:
+        return expert_class(str(ckpt), mode="melhubert", fp=args.fp, mean_std_npy_path=str(stats))
+    finally:
+        torch.load = load
+
+
 def worker(args) -> dict:
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
     device = torch.device(args.device)
     lengths = [int(args.seconds * 16000)] * args.batch
     wavs = [torch.randn(n, device=device) * 0.1 for n in lengths]
-    note = ""
     if args.impl == "hubert_base":
         import torchaudio
 
@@ -89,51 +102,25 @@ def worker(args) -> dict:
         def step():
             return model.extract_features(padded, step_lengths)[0][-1]
     else:
-        ckpt = _checkpoint(args.fp, Path(args.workdir))
         from s3prl_plugins.upstreams.melhubert.hubconf import melhubert_local
 
-        ours = melhubert_local(ckpt=str(ckpt)).to(device).eval()
-        params = sum(p.numel() for p in ours.model.parameters())
+        ckpt = _checkpoint(args.fp, Path(args.workdir))
         if args.impl == "ours":
-            model = ours
-
-            def step():
-                return model(wavs)["last_hidden_state"]
+            model = melhubert_local(ckpt=str(ckpt)).to(device).eval()
+            params = sum(p.numel() for p in model.model.parameters())
         else:
-            expert_class = _official_expert_class(args.official)
-            stats = Path(__file__).resolve().parents[1] / "upstreams/melhubert/stats/libri-960-mean-std.npy"
-            load = torch.load
-            torch.load = lambda *a, **k: load(*a, **{**k, "weights_only": False})  # Args is a Namespace
-            try:
-                model = expert_class(str(ckpt), mode="melhubert", fp=args.fp, mean_std_npy_path=str(stats))
-            finally:
-                torch.load = load
-            model = model.to(device).eval()
-            with torch.inference_mode():
-                theirs, mine = model(wavs), ours(wavs)
-                frames = theirs["hidden_states"][0].shape[1]
-                error = max(float((a - b[:, :frames]).abs().max() / a.abs().max())
-                            for a, b in zip(theirs["hidden_states"], mine["hidden_states"]))
-            note = f"max rel err vs ours {error:.1e}"
-            del ours
+            model = _official_model(args, ckpt).to(device).eval()
+            params = sum(p.numel() for p in model.upstream_model.parameters())
 
-            def step():
-                return model(wavs)["last_hidden_state"]
+        def step():
+            return model(wavs)["last_hidden_state"]
 
     loaded_gib = _rss_gib()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    # no_grad, not inference_mode: FlopCounterMode hooks parameters, which fails on inference
-    # tensors of parametrized (weight-normed) convolutions such as torchaudio's HuBERT.
-    # The math SDPA backend is forced for this one pass because FlopCounterMode has no formula
-    # for the fused CPU attention kernel (it would count attention as free).
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        step()  # warm-up
         times = []
         for _ in range(args.repeats):
             sync()
@@ -141,6 +128,26 @@ def worker(args) -> dict:
             step()
             sync()
             times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else _rss_gib()
+    # Counted after the timed runs so that its memory does not show in the peak. no_grad, not
+    # inference_mode: FlopCounterMode hooks parameters, which fails on inference tensors of
+    # parametrized (weight-normed) convolutions such as torchaudio's HuBERT. The math SDPA
+    # backend is forced because FlopCounterMode has no formula for the fused CPU attention
+    # kernel (it would count attention as free).
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    note = ""
+    if args.impl == "official":
+        from s3prl_plugins.upstreams.melhubert.hubconf import melhubert_local
+
+        ours = melhubert_local(ckpt=str(ckpt)).to(device).eval()
+        with torch.inference_mode():
+            theirs, mine = model(wavs), ours(wavs)
+        frames = theirs["hidden_states"][0].shape[1]
+        error = max(float((a - b[:, :frames]).abs().max() / a.abs().max())
+                    for a, b in zip(theirs["hidden_states"], mine["hidden_states"]))
+        note = f"max rel err vs ours {error:.1e}"
     seconds = statistics.median(times)
     audio = sum(lengths) / 16000
     result = {
@@ -148,8 +155,7 @@ def worker(args) -> dict:
         "batch": f"{args.batch} x {args.seconds:g} s", "params_M": params / 1e6,
         "GMACs": flops / 2 / 1e9, "GMACs_per_audio_s": flops / 2 / 1e9 / audio, "seconds": seconds,
         "audio_s_per_s": audio / seconds, "GFLOP_per_s": flops / seconds / 1e9,
-        "peak_GiB": (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else _rss_gib()),
-        "after_load_GiB": loaded_gib, "note": note,
+        "peak_GiB": peak, "after_load_GiB": loaded_gib, "note": note,
     }
     if device.type == "cpu":
         result["fraction_of_peak"] = result["GFLOP_per_s"] / CPU_PEAK_GFLOPS
