@@ -50,7 +50,9 @@ def _m2d(input_size, patch_size, model_name):
         from .upstreams.m2d import testing
         from .upstreams.m2d.model import M2DConfig
 
-        path = directory / "checkpoint-300.pth"
+        # the official layout: input and patch sizes live in the release folder's name
+        folder = f"{model_name}-{input_size[0]}x{input_size[1]}p{patch_size[0]}x{patch_size[1]}-random"
+        path = directory / folder / "checkpoint-300.pth"
         if not path.exists():
             testing.write_encoder_only(path, M2DConfig(input_size=input_size, patch_size=patch_size,
                                                        model_name=model_name))
