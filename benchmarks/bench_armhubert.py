@@ -4,10 +4,10 @@ For every published architecture (random weights, the real code path of the s3pr
 
 * parameters (the published table: ARMHuBERT 26.45M, ARMHuBERT-S 22.39M, MaskHuBERT 26.64M,
   STaRHuBERT 22.31M, STaRHuBERT-L 26.63M);
-* MACs counted with ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2) per 10 s of audio, and
-  as a fraction of HuBERT Base's. The papers' SUPERB-style totals (HuBERT Base 1669G, ARMHuBERT-S
-  449.4G, STaRHuBERT 463.5G, STaRHuBERT-L 511.9G) are over a fixed audio set, so their ratios
-  (0.269, 0.278, 0.307) are what can be compared;
+* MACs in the SUPERB-challenge protocol the papers use (``s3prl_plugins.profile``: 32 test-clean
+  lengths, 224.86 s, one utterance per forward; published: HuBERT Base 1669G, ARMHuBERT-S 449.4G,
+  STaRHuBERT 463.5G, STaRHuBERT-L 511.9G), and per 10 s of audio with
+  ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2) as a fraction of HuBERT Base's;
 * throughput (seconds of audio per wall-clock second) and peak resident memory for a batch of
   8 x 10 s, forward only, fp32, and the achieved GFLOP/s as a fraction of the CPU's fp32 peak.
 
@@ -58,7 +58,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure(name: str, batch: int, seconds: float, repeats: int, device: str) -> dict:
+def measure(name: str, batch: int, seconds: float, repeats: int, device: str, superb_macs: bool = True) -> dict:
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -98,9 +98,16 @@ def measure(name: str, batch: int, seconds: float, repeats: int, device: str) ->
     best = min(times)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else (_rss_mib("VmHWM") - base_rss if tracked else float("nan")))
+    superb = None
+    if superb_macs and device != "meta":
+        from s3prl_plugins.profile import profile_upstream
+
+        result = profile_upstream(upstream, name=name, device=device, attention_terms=False)
+        superb = result.macs / 1e9
     return {
         "model": name,
         "params": params,
+        "superb_gmacs": superb,
         "gmacs_per_10s": flops_per_utt / 2 / 1e9 * (10.0 / seconds),
         "batch_seconds": best,
         "audio_s_per_s": batch * seconds / best,
@@ -155,11 +162,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--loading", action="store_true",
                         help="also measure the memory of loading a release file that holds the teacher")
+    parser.add_argument("--no-superb-macs", action="store_true",
+                        help="skip the SUPERB-protocol MACs (32 test-clean lengths, one utterance per forward)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--load-one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.batch, args.seconds, args.repeats, args.device)))
+        print(json.dumps(measure(args.one, args.batch, args.seconds, args.repeats, args.device,
+                                 superb_macs=not args.no_superb_macs)))
         return
     if args.load_one:
         print(json.dumps(measure_loading(*args.load_one)))
@@ -183,6 +193,8 @@ def main() -> None:
     for name in args.models.split(","):
         command = [sys.executable, __file__, "--one", name, "--batch", str(args.batch), "--seconds",
                    str(args.seconds), "--repeats", str(args.repeats), "--device", args.device]
+        if args.no_superb_macs:
+            command.append("--no-superb-macs")
         out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
         if out.returncode:
             print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -191,14 +203,16 @@ def main() -> None:
     base = next((r for r in rows if r["model"] == "HuBERT-Base-sized"), None)
     print(f"batch {args.batch} x {args.seconds:g} s, {args.device}, {rows[0]['threads'] if rows else '?'} threads; "
           "timings on a shared machine are noisy")
-    header = (f"{'model':<18}{'params':>12}{'GMACs/10s':>11}{'xHuBERT':>9}{'paper x':>9}"
+    header = (f"{'model':<18}{'params':>12}{'SUPERB GMACs':>13}{'paper':>8}{'GMACs/10s':>11}{'xHuBERT':>9}{'paper x':>9}"
               f"{'batch s':>9}{'audio s/s':>11}{'GFLOP/s':>9}{'% peak':>8}{'peak MiB':>10}")
     print(header)
     for r in rows:
         ratio = r["gmacs_per_10s"] / base["gmacs_per_10s"] if base else float("nan")
         paper = PUBLISHED_MACS_G.get(r["model"])
         paper_ratio = f"{paper / PUBLISHED_MACS_G['HuBERT-Base-sized']:.3f}" if paper else "-"
-        print(f"{r['model']:<18}{r['params'] / 1e6:>11.2f}M{r['gmacs_per_10s']:>11.1f}{ratio:>9.3f}{paper_ratio:>9}"
+        superb = f"{r['superb_gmacs']:.1f}" if r.get("superb_gmacs") is not None else "-"
+        print(f"{r['model']:<18}{r['params'] / 1e6:>11.2f}M{superb:>13}{paper if paper else '-':>8}"
+              f"{r['gmacs_per_10s']:>11.1f}{ratio:>9.3f}{paper_ratio:>9}"
               f"{r['batch_seconds']:>9.2f}{r['audio_s_per_s']:>11.1f}{r['gflops_per_s']:>9.1f}"
               f"{100 * r['gflops_per_s'] / args.peak_gflops:>7.1f}%{r['peak_mib']:>10.0f}")
 
