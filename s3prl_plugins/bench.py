@@ -230,8 +230,8 @@ def _run_worker(spec: dict, timeout: float) -> dict:
         return {"name": spec.get("label") or spec["arch"], "device": spec["device"], "error": f"timed out after {timeout:.0f} s"}
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        return {"name": spec.get("label") or spec["arch"], "device": spec["device"], "error": " | ".join(tail)}
+        last = (result.stderr or result.stdout or f"exit status {result.returncode}").strip().splitlines()[-1]
+        return {"name": spec.get("label") or spec["arch"], "device": spec["device"], "error": last[:500]}
     return json.loads(lines[-1])
 
 
