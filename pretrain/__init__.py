@@ -22,5 +22,6 @@ S3PRL_RECIPES.update({
     "m2d": _recipe_entry("m2d", "m2d_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
     "m2ds": _recipe_entry("m2ds", "m2d_s_vit_base-80x400p80x2.yaml", "config_runner_m2d.yaml"),
     "m2das": _recipe_entry("m2das", "m2d_as_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
+    "m2dx": _recipe_entry("m2dx", "m2d_x_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
     "dasheng": _recipe_entry("dasheng", "dasheng_base.yaml", "config_runner_dasheng.yaml"),
 })

@@ -37,10 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
     parser = argparse.ArgumentParser(
         prog="python -m s3prl_plugins.pretrain",
-        description="Pre-train an M2D / M2D-S / M2D-AS / Dasheng model (recipes: m2d, m2ds, m2das, dasheng). "
+        description="Pre-train an M2D / M2D-S / M2D-AS / M2D-X / Dasheng model (recipes: m2d, m2ds, m2das, m2dx, "
+                    "dasheng). "
                     "Use `list` to see recipes and shipped configs, `export` to convert a training checkpoint.",
         epilog=EPILOG.format(configs=shipped), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="recipe name (m2d, m2ds, m2das, dasheng), or `list`, or `export`")
+    parser.add_argument("recipe", help="recipe name (m2d, m2ds, m2das, m2dx, dasheng), or `list`, or `export`")
     parser.add_argument("checkpoint", nargs="?", help="(export only) the training checkpoint or run folder")
     parser.add_argument("--config", "-c", help="YAML config file or shipped config name")
     parser.add_argument("--output", "-o", help="run folder: checkpoints/, tensorboard/, export/ (official layout)")

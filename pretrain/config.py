@@ -97,10 +97,6 @@ class TrainConfig:
             raise ConfigError("train.min_lr_ratio must lie in [0, 1]")
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
 def from_dict(cls, values: Mapping[str, Any] | None, where: str):
     """Build dataclass ``cls`` from ``values``; unknown keys raise a ConfigError with suggestions."""
     values = dict(values or {})

@@ -43,7 +43,7 @@ from .optim import LinearSchedule, ema_update
 from .recipe import Recipe, register
 
 __all__ = ["M2DModelConfig", "M2DObjective", "M2DData", "M2DPretrainModel", "M2DRecipe", "M2DSRecipe",
-           "M2DASRecipe", "norm_mse", "release_folder_name"]
+           "M2DASRecipe", "M2DXRecipe", "norm_mse", "release_folder_name"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,6 +62,9 @@ class M2DModelConfig:
     decoder_embed_dim: int = 512
     decoder_depth: int = 8
     decoder_num_heads: int = 16
+    #: start from the weights of an official full M2D checkpoint (M2D-X further pre-training);
+    #: encoder, predictor and target are loaded, heads that do not fit are left as initialised
+    init_checkpoint: str | None = None
 
     def validate(self) -> None:
         M2DConfig(input_size=tuple(self.input_size), patch_size=tuple(self.patch_size), embed_dim=self.embed_dim,
@@ -114,6 +117,8 @@ class M2DData:
     #: column of the offline-target .npy (M2D-S) and of the labels (M2D-AS)
     target_column: str = "target_file"
     label_column: str = "label"
+    #: M2D-X: the frozen M2D teacher (any official M2D weight file) whose features are the offline target
+    teacher: str | None = None
 
     def validate(self) -> None:
         if not 0.0 <= self.noise_ratio <= 1.0:
@@ -285,11 +290,12 @@ class M2DRecipe(Recipe):
     find_unused_parameters = False
     uses_offline_target = False
     uses_labels = False
+    uses_teacher = False
 
     def __init__(self, config: dict):
         super().__init__(config)
-        if not self.uses_offline_target and not self.uses_labels and self.objective.loss_off:
-            raise ConfigError(f"objective.loss_off has no effect in recipe {self.name}; use m2ds or m2das")
+        if not (self.uses_offline_target or self.uses_labels or self.uses_teacher) and self.objective.loss_off:
+            raise ConfigError(f"objective.loss_off has no effect in recipe {self.name}; use m2ds, m2das or m2dx")
         self._schedule = None
 
     # -- data ---------------------------------------------------------------------------------
@@ -390,8 +396,30 @@ class M2DRecipe(Recipe):
         return None
 
     def build_model(self) -> M2DPretrainModel:
-        return M2DPretrainModel(self.model_cfg, self.objective, self.offline_dim(),
-                                norm_stats=tuple(self.state.get("norm_stats", (-7.1, 4.2))))
+        model = M2DPretrainModel(self.model_cfg, self.objective, self.offline_dim(),
+                                 norm_stats=tuple(self.state.get("norm_stats", (-7.1, 4.2))))
+        if self.model_cfg.init_checkpoint:
+            self._load_initial_weights(model, self.model_cfg.init_checkpoint)
+        return model
+
+    @staticmethod
+    def _load_initial_weights(model: M2DPretrainModel, path: str) -> None:
+        from ..upstreams.common.checkpoint import CheckpointError, load_checkpoint
+        from ..upstreams.m2d.importers import find_weight_file
+
+        file = find_weight_file(Path(path))
+        obj = load_checkpoint(file, family="M2D")
+        state = obj.get("model", obj) if isinstance(obj, dict) else None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{file}: not an M2D checkpoint (model.init_checkpoint)")
+        own = model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and k != "norm_stats" and v.shape == own[k].shape}
+        missing = sorted(k for k in own if k not in usable and not k.startswith("offline_predictor") and k != "norm_stats")
+        if missing:
+            raise CheckpointError(f"{file} does not fit model.* of this config (missing or differently shaped: "
+                                  f"{', '.join(missing[:5])}); model.init_checkpoint needs a full M2D checkpoint "
+                                  "of the same size")
+        model.load_state_dict(usable, strict=False)
 
     def compute_loss(self, model, batch):
         out = model(batch["lms"], batch["mask_noise"])
@@ -482,7 +510,7 @@ class M2DSRecipe(M2DRecipe):
         return loss, {"loss_m2d": out["loss_m2d"].detach(), "loss_off": loss_off.detach()}
 
 
-@register("m2das", "m2d_as", "m2d_x")
+@register("m2das", "m2d_as")
 class M2DASRecipe(M2DRecipe):
     """M2D-AS: M2D + AudioSet multi-label loss from a weighted list (``file_name,label,weight``)."""
 
@@ -508,5 +536,70 @@ class M2DASRecipe(M2DRecipe):
         with torch.autocast(batch["lms"].device.type, enabled=False):
             logits = out["offline_pred"].float().mean(dim=1)
             loss_off = F.binary_cross_entropy_with_logits(logits, batch["labels"].float())
+        loss = obj.loss_m2d * out["loss_m2d"] + obj.loss_off * loss_off
+        return loss, {"loss_m2d": out["loss_m2d"].detach(), "loss_off": loss_off.detach()}
+
+
+@register("m2dx", "m2d_x")
+class M2DXRecipe(M2DRecipe):
+    """M2D-X further pre-training: M2D + the features of a frozen M2D teacher as offline target
+    (``train_audio.py --teacher``). As in the official loop, the online M2D branches see the clean
+    crop and the teacher the noise-mixed one (the same crop when data.noise_ratio is 0)."""
+
+    uses_teacher = True
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        if not self.data.teacher:
+            raise ConfigError("M2D-X needs data.teacher: an official M2D weight file whose features are the target")
+        self._teacher = None
+
+    def _load_teacher(self):
+        from ..upstreams.m2d.importers import read_checkpoint, resolve_config
+        from ..upstreams.m2d.model import M2DModel
+
+        loaded = read_checkpoint(self.data.teacher)
+        config = resolve_config(loaded)
+        teacher = M2DModel(config)
+        state = dict(loaded.encoder_state)
+        state["norm_stats"] = teacher.encoder.norm_stats
+        teacher.encoder.load_state_dict(state)
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+        return teacher.eval()
+
+    def prepare(self, ctx) -> None:
+        super().prepare(ctx)
+        if "offline_dim" not in self.state:
+            self.state["offline_dim"] = self._load_teacher().config.feature_dim
+
+    def offline_dim(self) -> int | None:
+        return int(self.state["offline_dim"])
+
+    def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
+        lms = np.asarray(raw["lms"])
+        crop, _ = self._crop_lms(lms, rng)
+        mean, std = self.state["norm_stats"]
+        clean = ((torch.from_numpy(crop) - mean) / std).unsqueeze(0)
+        mixed = self._normalise(crop, rng)  # noise-mixed when data.noise_ratio > 0, else the same crop
+        return {"lms": clean, "lms_teacher": mixed, "mask_noise": self._mask_noise(rng)}
+
+    def compute_loss(self, model, batch):
+        device = batch["lms"].device
+        if self._teacher is None or next(self._teacher.parameters()).device != device:
+            self._teacher = self._load_teacher().to(device)
+        x = batch["lms_teacher"][:, 0]
+        with torch.no_grad():
+            frames = torch.full((x.shape[0],), x.shape[-1], device=device)
+            layers, steps = self._teacher.encode_lms(x, frames)
+            target = layers[-1][:, : int(steps[0])]
+        out = model(batch["lms"], batch["mask_noise"])
+        obj = self.objective
+        pred = out["offline_pred"]
+        if target.shape[1] != pred.shape[1]:
+            raise DataError(f"teacher frames {target.shape[1]} != student frames {pred.shape[1]}: the teacher and "
+                            "the student need the same patch width and a crop of whole teacher patches")
+        with torch.autocast(device.type, enabled=False):
+            loss_off = norm_mse(target, pred, obj.norm_pix_loss, obj.loss_fn)
         loss = obj.loss_m2d * out["loss_m2d"] + obj.loss_off * loss_off
         return loss, {"loss_m2d": out["loss_m2d"].detach(), "loss_off": loss_off.detach()}

@@ -273,8 +273,7 @@ class Trainer:
         if grad_norm is not None:
             values["grad_norm"] = float(grad_norm)
         values.update(extra)
-        values["step"] = step
-        self.history.append(dict(values))
+        self.history.append({"step": step, **values})
         rate = throughput.rate()
         values["samples_per_s"] = rate
         seconds = self.recipe.seconds_per_example()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +77,11 @@ def tiny_config(recipe: str, data: dict, **train) -> dict:
         cfg = {"model": {**TINY_M2D, "model_name": "m2d_as_vit_base", "input_size": [80, 160], "patch_size": [16, 16]},
                "objective": {"loss_off": 1.0},
                "data": {"csv_main": str(data["weighted_csv"]), "norm_stats_samples": 20}}
+    elif recipe == "m2dx":
+        cfg = {"model": {**TINY_M2D, "model_name": "m2d_x_vit_base", "input_size": [80, 160], "patch_size": [16, 16]},
+               "objective": {"loss_off": 1.0},
+               "data": {"csv_main": str(data["lms_csv"]), "csv_bg_noise": str(data["noise_csv"]), "noise_ratio": 0.1,
+                        "norm_stats_samples": 20}}
     elif recipe == "dasheng":
         cfg = {"model": {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_hidden_dim": 128, "decoder_embed_dim": 32,
                          "decoder_depth": 1, "decoder_num_heads": 2},
@@ -95,14 +99,27 @@ def train(recipe: str, cfg: dict, out: Path, **kwargs) -> Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("recipe", ["m2d", "m2ds", "m2das", "dasheng"])
-def test_loss_decreases_over_20_steps(recipe, pretrain_data, tmp_path):
+@pytest.fixture(scope="session")
+def m2d_teacher(pretrain_data, tmp_path_factory) -> Path:
+    """A tiny M2D trained for 2 steps, exported in the official layout (teacher / start for M2D-X)."""
+    out = tmp_path_factory.mktemp("m2d_teacher")
+    train("m2d", tiny_config("m2d", pretrain_data, total_steps=2), out)
+    return next((out / "export").rglob("checkpoint-*.pth"))
+
+
+@pytest.mark.parametrize("recipe", ["m2d", "m2ds", "m2das", "m2dx", "dasheng"])
+def test_loss_decreases_over_20_steps(recipe, pretrain_data, tmp_path, request):
     torch.set_num_threads(1)
-    trainer = train(recipe, tiny_config(recipe, pretrain_data), tmp_path / "run")
+    cfg = tiny_config(recipe, pretrain_data)
+    if recipe == "m2dx":
+        teacher = request.getfixturevalue("m2d_teacher")
+        cfg["data"]["teacher"] = str(teacher)
+        cfg["model"]["init_checkpoint"] = str(teacher)  # further pre-training starts from the teacher
+    trainer = train(recipe, cfg, tmp_path / "run")
     losses = [h["loss"] for h in trainer.history]
     assert len(losses) == 20 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
-    if recipe in ("m2ds", "m2das"):  # both terms are trained
+    if recipe in ("m2ds", "m2das", "m2dx"):  # both terms are trained
         assert trainer.history[-1]["loss_off"] < trainer.history[0]["loss_off"]
     exported = list((tmp_path / "run" / "export").rglob("*.p*"))
     assert len(exported) == 1
@@ -252,7 +269,10 @@ def test_shipped_configs_build_full_size_models():
         recipe = get_recipe(config["recipe"])(config)
         if config["recipe"] == "dasheng" and recipe.model_cfg.embed_dim > 768:
             continue  # 0.6B / 1.2B: too large to build in CI
-        recipe.state.update({"norm_stats": [-7.1, 4.2], "classes": [str(i) for i in range(527)], "offline_dim": 768})
+        recipe.state.update({"norm_stats": [-7.1, 4.2], "classes": [str(i) for i in range(527)],
+                             "offline_dim": 3840 if config["recipe"] == "m2dx" else 768})
+        if config["recipe"] == "m2dx":
+            recipe.model_cfg.init_checkpoint = None  # the placeholder release path is not on the CI machine
         with torch.device("meta"):
             model = recipe.build_model()
         encoder = model.encoder if config["recipe"] == "dasheng" else model
@@ -265,6 +285,8 @@ def test_shipped_configs_build_full_size_models():
             assert 85_000_000 < count < 86_500_000, (path.name, count)
         if config["recipe"] == "m2das":
             assert model.offline_predictor.weight.shape == (527, 3840)
+        if config["recipe"] == "m2dx":
+            assert model.offline_predictor.weight.shape == (3840, 3840)
 
 
 def test_cli_help_and_list():

@@ -69,7 +69,7 @@ def s3prl_copy(tmp_path) -> Path:
 @pytest.mark.slow
 def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, superb_data, s3prl_copy, tmp_path):
     installer.install(s3prl_copy, log=lambda *_: None)
-    for name in ("m2d", "m2ds", "m2das", "dasheng"):
+    for name in ("m2d", "m2ds", "m2das", "m2dx", "dasheng"):
         folder = s3prl_copy / "pretrain" / name
         assert {"pretrain_expert.py", "config_model.yaml", "config_runner.yaml"} <= {p.name for p in folder.iterdir()}
     model_cfg = tiny_config("m2d", pretrain_data)
