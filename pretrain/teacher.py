@@ -68,9 +68,20 @@ def load_teacher(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         if hasattr(model.config, "layerdrop"):
             model.config.layerdrop = 0.0
     elif kind in ("hubert_local", "wavlm_local"):
-        import s3prl.hub as hub
+        import importlib
 
-        model = getattr(hub, kind)(ckpt=str(path))
+        from ..upstreams.common.checkpoint import load_checkpoint
+
+        obj = load_checkpoint(path, family="HuBERT/WavLM teacher")
+        # A raw fairseq file ({"cfg"/"args", "model"}) goes through s3prl's converter, which writes
+        # <name>.converted.pt next to it; s3prl-converted files ("model_weight") load directly.
+        raw_fairseq = isinstance(obj, dict) and "model_weight" not in obj and "model" in obj and (
+            "cfg" in obj or "args" in obj)
+        del obj
+        family = "hubert" if kind == "hubert_local" else "wavlm"
+        hubconf = importlib.import_module(f"s3prl.upstream.{family}.hubconf")
+        extra = {"fairseq": True} if raw_fairseq and family == "hubert" else {}
+        model = getattr(hubconf, kind)(ckpt=str(path), **extra)
     else:
         raise TeacherError(f"unknown teacher kind {kind!r}")
     return LocalTeacher(model, "huggingface" if kind == "huggingface" else "s3prl", normalize).to(device)

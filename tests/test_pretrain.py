@@ -320,3 +320,27 @@ def test_learning_rate_schedules_and_ema_schedule():
     assert optimizer.param_groups[0]["lr"] == 0.1  # step 1 of 10 warm-up steps
     ema = LinearSchedule(0.99995, 0.99999, 1000)  # M2D: init + (final - init) * step / (total - 1)
     assert ema(0) == 0.99995 and abs(ema(999) - 0.99999) < 1e-12
+
+
+def test_teacher_formats(pretrain_data, tmp_path):
+    """Hugging Face folder and s3prl-converted HuBERT checkpoint: the same layer convention."""
+    from dataclasses import asdict
+
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+    from s3prl_plugins.pretrain.teacher import TeacherError, load_teacher
+
+    task = HubertPretrainingConfig(label_rate=50.0)
+    cfg = HubertConfig(label_rate=50.0, encoder_layers=9, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
+                       encoder_attention_heads=2, conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+                       conv_pos=16, conv_pos_groups=4, final_dim=16)
+    symbols = [list(range(10))]
+    state = {"task_cfg": asdict(task), "model_cfg": asdict(cfg), "model_weight": HubertModel(cfg, task, symbols).state_dict(),
+             "dictionaries_symbols": symbols}
+    torch.save(state, tmp_path / "hubert_tiny.pt")
+    wave = torch.randn(1, 32000)
+    for path in (pretrain_data["teacher"], tmp_path / "hubert_tiny.pt"):
+        layers = load_teacher(path)(wave)
+        assert len(layers) == 10 and layers[9].shape == (1, 99, 32), path
+    with pytest.raises(TeacherError, match="nothing is downloaded"):
+        load_teacher(tmp_path / "missing")
