@@ -366,3 +366,21 @@ def test_bad_official_batching_value(arm_ckpt, tmp_path):
     flag.write_text("official_batching: maybe\n")
     with pytest.raises(ValueError, match="official_batching"):
         hubconf.armhubert_local(ckpt=str(ckpt), model_config=str(flag))
+
+
+def test_layer_grad_scale_scales_gradients_only(tmp_path):
+    """The official layer_grad_scale: forward unchanged; the last layer's own output gets
+    (1 - 1/2) of the gradient that already passed the (1/2) factor: 1/4 in all."""
+    grads, outputs = {}, {}
+    for scale in (False, True):
+        ckpt = tmp_path / f"g{scale}.ckpt"
+        write_release_checkpoint(ckpt, dict(tiny_distiller(STAR), layer_grad_scale=scale), STAR, seed=3)
+        from s3prl_plugins.upstreams.starhubert.hubconf import starhubert_local
+
+        upstream = starhubert_local(ckpt=str(ckpt))
+        hidden = upstream([_wav(0.6)])["hidden_states"]
+        hidden[-1].sum().backward()
+        grads[scale] = upstream.model.encoder.layers[-1].fc2.bias.grad.clone()
+        outputs[scale] = hidden[-1].detach()
+    assert torch.equal(outputs[False], outputs[True])
+    torch.testing.assert_close(grads[True], grads[False] / 4, rtol=1e-5, atol=1e-8)

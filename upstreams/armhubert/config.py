@@ -102,6 +102,9 @@ class StudentConfig:
     crop_seq_to_multiple: int = 1
     reuse_pattern: tuple = field(default=None)
     pred_head_final_dim: int = 768
+    # gradient scaling only (identity in the forward pass), for s3prl's -f fine-tuning
+    layer_grad_scale: bool = False
+    feature_grad_mult: float = 1.0
     # train-mode only (s3prl -f); eval outputs do not depend on them
     dropout: float = 0.1
     attention_dropout: float = 0.1
@@ -176,6 +179,8 @@ def student_config(distiller: Mapping[str, Any], flavour: str, *, where: str = "
         crop_seq_to_multiple=max(1, number("crop_seq_to_multiple")),
         reuse_pattern=reuse,
         pred_head_final_dim=number("pred_head_final_dim") if flavour == ARM else 0,
+        layer_grad_scale=bool(distiller.get("layer_grad_scale", False)),
+        feature_grad_mult=number("feature_grad_mult", float),
         dropout=number("dropout", float),
         attention_dropout=number("attention_dropout", float),
         activation_dropout=number("activation_dropout", float),

@@ -28,6 +28,23 @@ from .config import ARM, StudentConfig
 __all__ = ["StudentModel", "StudentEncoder", "ProjectionHead"]
 
 
+class _GradMultiply(torch.autograd.Function):
+    """Identity forward, gradient times ``scale`` backward (fairseq ``GradMultiply``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+def _scale_grad(x: Tensor, scale: float) -> Tensor:
+    return _GradMultiply.apply(x, scale) if scale != 1.0 and x.requires_grad else x
+
+
 class StudentEncoder(nn.Module):
     """fairseq ``TransformerEncoder`` (post-LN) with optional attention-map reuse."""
 
@@ -51,6 +68,7 @@ class StudentEncoder(nn.Module):
             for computes in self.reuse_pattern
         )
         self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
+        self.layer_grad_scale = cfg.layer_grad_scale
         # A computing layer materialises its map only when a later layer reuses it; all other
         # layers run the fused SDPA kernel.
         self._keeps_map = [
@@ -79,7 +97,15 @@ class StudentEncoder(nn.Module):
                         reused = reused.add_(bias) if in_place else reused + bias
             else:
                 x, _ = layer(x, None, scores=reused)
-            outputs.append(x)
+            if self.layer_grad_scale and torch.is_grad_enabled():
+                # the official layer-wise gradient scaling: (n-i)/(n-i+1) down the stack, the rest
+                # to the layer's own output (forward values unchanged)
+                n = len(self.layers)
+                mult = (n - len(outputs)) / (n - len(outputs) + 1)
+                x = _scale_grad(x, mult)
+                outputs.append(_scale_grad(x, 1 - mult))
+            else:
+                outputs.append(x)
         return outputs
 
     @staticmethod
@@ -133,7 +159,9 @@ class StudentModel(nn.Module):
         and ``padding_mask`` [B, T]."""
         # Equal lengths (or one utterance) need no masking at all; one host sync per batch decides.
         uniform = wavs.shape[0] == 1 or bool((lengths == lengths[0]).all())
-        features = self.feature_extractor(wavs, None if uniform else lengths, stats_over_padding=official_batching)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.feature_grad_mult > 0):
+            features = self.feature_extractor(wavs, None if uniform else lengths, stats_over_padding=official_batching)
+        features = _scale_grad(features, self.cfg.feature_grad_mult) if self.cfg.feature_grad_mult > 0 else features
         x = self.layer_norm(features.transpose(1, 2))
         frames = self.feature_extractor.output_lengths(lengths)
         crop = x.shape[1] % self.cfg.crop_seq_to_multiple
