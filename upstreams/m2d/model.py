@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..common.logmel import LogMelSpectrogram
@@ -168,6 +169,57 @@ class M2DEncoder(nn.Module):
         layers[-1] = self.norm(x)
         return [self._stack_frequency(h, n_freq, steps) for h in layers]
 
+    def forward_packed(self, chunks: Tensor, layout: "ChunkLayout") -> list[Tensor]:
+        """Encode the chunks ``[B * C, 1, F, unit]`` of a batch as laid out by ``layout``.
+
+        Same results as :meth:`forward` on each chunk alone. Returns per-layer
+        ``[B, C * T'_unit, F' * D]``, zero where a chunk has no step.
+        """
+        n_freq, unit_steps = self.config.grid_size
+        d = self.config.embed_dim
+        heads = self.config.num_heads
+        pos = self.pos_embed[:, 1:].reshape(1, n_freq, unit_steps, d)
+        cls = self.cls_token + self.pos_embed[:, :1]
+
+        # Embed each group at its width, then keep the valid tokens, packed.
+        packed, biases, shapes = [], [], []
+        for (ids, _, width), index, valid, padding in zip(
+                layout.groups, layout.chunk_index, layout.valid_index, layout.key_padding):
+            n = len(ids)
+            images = chunks.index_select(0, index)[..., : width * layout.pt]
+            tokens = self.patch_embed(images) + pos[:, :, :width].reshape(1, n_freq * width, d)
+            seq = torch.cat([cls.expand(n, -1, -1), tokens], dim=1).reshape(-1, d)
+            packed.append(seq if valid is None else seq.index_select(0, valid))
+            biases.append(None if padding is None else attention_bias(padding, seq.dtype))
+            shapes.append((n, 1 + n_freq * width))
+        x = torch.cat(packed) if len(packed) > 1 else packed[0]
+        sizes = [p.shape[0] for p in packed]
+
+        def attention(qkv: Tensor) -> Tensor:
+            outs = []
+            for part, (n, seq), valid, bias in zip(qkv.split(sizes), shapes, layout.valid_index, biases):
+                if valid is not None:  # back to the padded [n, seq] layout for this group
+                    part = part.new_zeros(n * seq, part.shape[-1]).index_copy(0, valid, part)
+                q, k, v = part.view(n, seq, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n * seq, d)
+                outs.append(out if valid is None else out.index_select(0, valid))
+            return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+        rows = layout.batch * layout.num_chunks * unit_steps * n_freq
+        shape = (layout.batch, layout.num_chunks * unit_steps, n_freq * d)
+
+        def to_output(h: Tensor) -> Tensor:
+            out = h.new_zeros(rows, d).index_copy(0, layout.output_rows, h.index_select(0, layout.patch_tokens))
+            return out.view(shape)
+
+        outputs = []
+        for index, block in enumerate(self.blocks):
+            # The shared ViTBlock's own parameters and order of operations, on packed tokens.
+            x = x + block.attn.proj(attention(block.attn.qkv(block.norm1(x))))
+            x = x + block.mlp(block.norm2(x))
+            outputs.append(to_output(self.norm(x) if index == len(self.blocks) - 1 else x))
+        return outputs
+
     @staticmethod
     def _stack_frequency(h: Tensor, n_freq: int, steps: int) -> Tensor:
         n, _, d = h.shape
@@ -237,74 +289,83 @@ class M2DModel(nn.Module):
         config = self.config
         unit = config.input_size[1]
         pt = config.patch_size[1]
-        unit_steps = config.grid_size[1]
         batch, n_mels, total = lms.shape
-
-        # Chunk layout on the host (one sync for the frame counts): it decides tensor shapes.
-        # Per item, chunks of `unit` frames; the last one is zero-padded to a whole patch; every
-        # chunk keeps floor(len / pt) patch columns ("steps").
-        frame_counts = [int(n) for n in frames.tolist()]
-        num_chunks = max(-(-n // unit) for n in frame_counts)
-        full_ids, partial_ids, partial_steps, item_steps = [], [], [], []
-        for b, n in enumerate(frame_counts):
-            padded_n = n + (pt - n % unit % pt) % pt
-            count = 0
-            for i in range(-(-n // unit)):
-                steps = min(unit, padded_n - i * unit) // pt
-                count += steps
-                if steps == unit_steps:
-                    full_ids.append(b * num_chunks + i)
-                else:
-                    partial_ids.append(b * num_chunks + i)
-                    partial_steps.append(steps)
-            item_steps.append(count)
+        layout = ChunkLayout([int(n) for n in frames.tolist()], config)  # one host sync
 
         # Zero (in the normalised domain) every frame past an item's end, then cut into chunks.
         device = lms.device
         valid = torch.arange(total, device=device).unsqueeze(0) < frames.to(device).unsqueeze(1)
         lms = lms * valid.unsqueeze(1).to(lms.dtype)
-        lms = nn.functional.pad(lms, (0, num_chunks * unit - total))
-        chunks = lms.reshape(batch, n_mels, num_chunks, unit).transpose(1, 2).reshape(batch * num_chunks, 1, n_mels, unit)
+        lms = nn.functional.pad(lms, (0, layout.num_chunks * unit - total))
+        chunks = lms.reshape(batch, n_mels, layout.num_chunks, unit).transpose(1, 2)
+        chunks = chunks.reshape(batch * layout.num_chunks, 1, n_mels, unit)
+        outputs = self.encoder.forward_packed(chunks, layout.to(device))
+        return outputs, torch.tensor(layout.item_steps, device=device)
 
-        # Whole chunks run together without a mask. The shorter last chunks are grouped by length
-        # (so that padding costs at most ~25 % extra work), each group cut to its longest chunk
-        # and run with a key padding mask; the results equal encoding each chunk alone.
-        groups = []
-        if full_ids:
-            groups.append((full_ids, unit_steps, None))
-        order = sorted(range(len(partial_ids)), key=lambda j: -partial_steps[j])
+
+class ChunkLayout:
+    """Where every token of every chunk goes, computed on the host from the frame counts.
+
+    Chunks: per item, ``ceil(n / unit)`` chunks of ``unit`` frames; the last one zero-padded to
+    a whole patch; each keeps ``floor(len / pt)`` patch columns ("steps"). Chunk ``b * C + i`` is
+    chunk i of item b. For attention, chunks are grouped: whole chunks together, shorter ones by
+    length (a group's padding costs at most ~25 % of its attention work), each group laid out
+    ``[n, 1 + F' * width]`` (CLS, then frequency-major patches). Everything else in a
+    transformer block acts on each token alone, so it runs on the valid tokens of all groups
+    packed into one ``[T, D]`` matrix: no work is spent on padding there.
+    """
+
+    def __init__(self, frame_counts: list[int], config: M2DConfig):
+        unit, pt = config.input_size[1], config.patch_size[1]
+        n_freq, unit_steps = config.grid_size
+        self.n_freq, self.unit_steps, self.pt = n_freq, unit_steps, pt
+        self.batch = len(frame_counts)
+        self.num_chunks = max(-(-n // unit) for n in frame_counts)
+        chunk_ids, chunk_steps, self.item_steps = [], [], []
+        for b, n in enumerate(frame_counts):
+            padded_n = n + (pt - n % unit % pt) % pt
+            steps = [min(unit, padded_n - i * unit) // pt for i in range(-(-n // unit))]
+            chunk_ids += [b * self.num_chunks + i for i in range(len(steps))]
+            chunk_steps += steps
+            self.item_steps.append(sum(steps))
+
+        order = sorted(range(len(chunk_ids)), key=lambda j: (-chunk_steps[j], chunk_ids[j]))
+        self.groups = []  # (chunk ids, steps per chunk, width)
         while order:
-            width = partial_steps[order[0]]
-            members = [j for j in order if partial_steps[j] * 4 >= width * 3]
+            width = chunk_steps[order[0]]
+            members = [j for j in order if chunk_steps[j] * 4 >= width * 3]
             order = order[len(members):]
-            ids = [partial_ids[j] for j in members]
-            lengths = [partial_steps[j] for j in members]
-            steps = None if min(lengths) == width else torch.tensor(lengths, device=device)
-            groups.append((ids, width, steps))
+            self.groups.append(([chunk_ids[j] for j in members], [chunk_steps[j] for j in members], width))
 
-        if len(groups) == 1 and groups[0][0] == list(range(batch * num_chunks)):
-            # One group of every chunk in order (e.g. equal lengths): no reassembly needed.
-            ids, width, steps = groups[0]
-            layers = self.encoder(chunks[..., : width * pt], steps)
-            if steps is not None:
-                keep = (torch.arange(width, device=device).unsqueeze(0) < steps.unsqueeze(1)).unsqueeze(-1)
-                layers = [h * keep.to(h.dtype) for h in layers]
-            if num_chunks > 1:  # then width == unit_steps: chunk i starts at step i * T'_unit
-                layers = [h.reshape(batch, num_chunks * width, h.shape[-1]) for h in layers]
-            return layers, torch.tensor(item_steps, device=device)
+        # Per group: flat indices (into [n * (1 + F' * width)]) of the valid tokens, in packed order.
+        self.valid_index, self.key_padding = [], []
+        targets, sources, offset = [], [], 0
+        for ids, steps, width in self.groups:
+            seq = 1 + n_freq * width
+            step_of = torch.arange(width).repeat(n_freq)  # position 1 + f * width + t -> t
+            freq_of = torch.arange(n_freq).repeat_interleave(width)
+            patch_valid = step_of.unsqueeze(0) < torch.tensor(steps).unsqueeze(1)  # [n, F' * width]
+            token_valid = torch.cat([torch.ones(len(ids), 1, dtype=torch.bool), patch_valid], dim=1)
+            flat = token_valid.flatten().nonzero().squeeze(1)
+            self.valid_index.append(None if bool(token_valid.all()) else flat)
+            self.key_padding.append(None if bool(token_valid.all()) else ~token_valid)
+            # where each valid patch token lands in the [B * C * T'_unit * F', D] output
+            rows = torch.tensor(ids).unsqueeze(1) * unit_steps + step_of.unsqueeze(0)
+            rows = rows * n_freq + freq_of.unsqueeze(0)  # [n, F' * width]
+            packed_pos = torch.full(token_valid.shape, -1, dtype=torch.long)
+            packed_pos[token_valid] = torch.arange(int(token_valid.sum())) + offset
+            targets.append(rows[patch_valid])
+            sources.append(packed_pos[:, 1:][patch_valid])
+            offset += int(token_valid.sum())
+        self.num_tokens = offset
+        self.output_rows = torch.cat(targets)
+        self.patch_tokens = torch.cat(sources)
+        self.chunk_index = [torch.tensor(ids) for ids, _, _ in self.groups]
 
-        outputs = None
-        for ids, width, steps in groups:
-            index = torch.tensor(ids, device=device)
-            selected = chunks if len(ids) == batch * num_chunks else chunks.index_select(0, index)
-            layers = self.encoder(selected[..., : width * pt], steps)
-            if outputs is None:
-                outputs = [h.new_zeros(batch * num_chunks, unit_steps, h.shape[-1]) for h in layers]
-            for out, h in zip(outputs, layers):
-                if steps is not None:  # zero the masked tail of each short chunk
-                    keep = torch.arange(width, device=device).unsqueeze(0) < steps.unsqueeze(1)
-                    h = h * keep.unsqueeze(-1).to(h.dtype)
-                out[:, :width].index_copy_(0, index, h)
-        # Chunk i of an item starts at step i * T'_unit: earlier chunks are always whole.
-        outputs = [out.reshape(batch, num_chunks * unit_steps, out.shape[-1]) for out in outputs]
-        return outputs, torch.tensor(item_steps, device=device)
+    def to(self, device) -> "ChunkLayout":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        self.valid_index = [move(t) for t in self.valid_index]
+        self.key_padding = [move(t) for t in self.key_padding]
+        self.output_rows, self.patch_tokens = move(self.output_rows), move(self.patch_tokens)
+        self.chunk_index = [move(t) for t in self.chunk_index]
+        return self
