@@ -8,9 +8,11 @@ Encoding follows the official runtime: the normalised log-mel spectrogram is cut
 the training input length ("unit", e.g. 608 frames), the last chunk is zero-padded to a whole
 patch, each chunk is encoded on its own with its own CLS token and the positional grid
 truncated to its length, the CLS output is dropped, the F' frequency patches of each time step
-are concatenated, and the chunks are joined in time. Here every chunk of every utterance goes
-through the transformer in one batch, with a key padding mask for the short last chunks, which
-gives the numbers of encoding each utterance alone.
+are concatenated, and the chunks are joined in time. Here all chunks of all utterances go
+through the transformer together: the per-token layers (LayerNorm, projections, MLP: almost all
+of the work) run on the valid tokens of every chunk packed into one matrix, and attention runs
+per group of similar-length chunks with a key padding mask. This gives the numbers of encoding
+each utterance alone, without spending work on padding.
 """
 from __future__ import annotations
 
