@@ -94,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--output is required (the run folder)")
         from .trainer import Trainer
 
-        Trainer(recipe, args.output, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress).fit()
+        try:
+            Trainer(recipe, args.output, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress).fit()
+        finally:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
         return 0
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

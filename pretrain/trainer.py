@@ -67,7 +67,7 @@ def make_loader(dataset: RecipeDataset, sampler: GlobalBatchSampler, num_workers
                 collate=None) -> DataLoader:
     # Own generator: creating an iterator must not consume the global RNG (exact resume).
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate,
-                      persistent_workers=False, generator=torch.Generator(),
+                      persistent_workers=num_workers > 0, generator=torch.Generator(),
                       multiprocessing_context="fork" if num_workers > 0 and sys.platform == "linux" else None)
 
 

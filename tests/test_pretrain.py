@@ -245,7 +245,7 @@ def test_config_errors_are_clear(pretrain_data, tmp_path):
         get_recipe("m2d")(cfg)
     cfg = tiny_config("m2d", pretrain_data)
     cfg["objective"] = {"loss_off": 0.5}
-    with pytest.raises(ConfigError, match="m2ds or m2das"):
+    with pytest.raises(ConfigError, match="use m2ds, m2das or m2dx"):
         get_recipe("m2d")(cfg)
     with pytest.raises(ConfigError, match="unknown recipe 'hubert'"):
         get_recipe("hubert")
