@@ -51,6 +51,9 @@ class PluginPretrainExpert(nn.Module):
         self.recipe = get_recipe(config["recipe"])(config)
         self.device = torch.device(device)
         self.multi_gpu = multi_gpu
+        if multi_gpu:
+            print(f"[{self.recipe_name}] --multi_gpu is ignored: s3prl's runner has no DDP; run on several GPUs with "
+                  f"torchrun --nproc_per_node=N -m s3prl_plugins.pretrain {self.recipe_name} --config ...")
         ctx = DistContext(device=self.device)
         seed_everything(self.recipe.train.seed)
         self.recipe.prepare(ctx)
