@@ -140,13 +140,27 @@ class WaveformCNN(nn.Module):
         out = out * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
         return out.to(x.dtype)
 
+    @staticmethod
+    def _conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
+        """``conv(x)``; the single-channel first layer runs as frames of the waveform times the
+        filters, a matrix product about twice as fast as the CPU convolution kernel (same result)."""
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        if conv.groups != 1 or conv.padding != (0,) or conv.dilation != (1,):
+            return conv(x)
+        if conv.in_channels == 1 and x.shape[-1] >= kernel:
+            frames = x.squeeze(1).unfold(-1, kernel, stride)  # [B, T, kernel], a view
+            out = torch.matmul(frames, conv.weight.squeeze(1).t()).transpose(1, 2)
+        else:
+            return conv(x)
+        return out if conv.bias is None else out + conv.bias[:, None]
+
     def forward(self, wavs: Tensor, lengths: Tensor | None = None, *, stats_over_padding: bool = False) -> Tensor:
         """``wavs`` [B, L] (zero right-padded), ``lengths`` [B] valid samples -> ``[B, C, T]``."""
         x = wavs.unsqueeze(1)
         # Per-utterance statistics matter only when rows differ in length; a single row needs none.
         masked = lengths is not None and not stats_over_padding and wavs.shape[0] > 1
         for index, block in enumerate(self.conv_layers):
-            x = block[0](x)
+            x = self._conv(block[0], x)
             if len(block) == 4:
                 norm = block[2]
                 if isinstance(norm, nn.GroupNorm):
