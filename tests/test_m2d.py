@@ -353,3 +353,20 @@ def test_hub_module_imports_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env=dict(os.environ))
     assert result.returncode == 0, result.stderr
+
+
+def test_other_release_by_url_and_release_folder(tmp_path, cache_root):
+    from s3prl_plugins.upstreams.m2d.releases import OTHER_RELEASE_URLS
+
+    url = next(u for u in OTHER_RELEASE_URLS if "mr7_as_46ab246d" in u)  # the EVAR AS2M fine-tune
+    folder = url.rsplit("/", 1)[1][: -len(".zip")]
+    testing.write_release_zip(cached_download_path(url), folder, testing.write_evar_checkpoint)
+    upstream = hubconf.m2d_local(ckpt=url, model_config="ks")
+    assert upstream.config.input_size == (80, 1001)
+    # a folder (the unzipped release) works too; two weight files in it are refused by name
+    release = cached_download_path(url).with_suffix("")
+    assert hubconf.m2d_local(ckpt=str(release), model_config="ks").config.input_size == (80, 1001)
+    extra = next(release.rglob("*.pth")).with_name("other.pth")
+    extra.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="several weight files"):
+        hubconf.m2d_local(ckpt=str(release), model_config="ks")
