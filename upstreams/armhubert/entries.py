@@ -8,7 +8,7 @@ from typing import Any
 from ..common.checkpoint import CheckpointError, resolve_checkpoint
 from ..common.config import load_model_config
 from .checkpoint import FAMILY, read_student
-from .config import PUBLISHED, STAR
+from .config import PUBLISHED
 from .expert import StudentUpstream, parse_flag
 from .releases import APPROX_PARAMS_M, RELEASES, Release
 

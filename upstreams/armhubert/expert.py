@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
