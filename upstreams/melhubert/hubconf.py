@@ -7,6 +7,11 @@
 * One named entry per released checkpoint (downloaded from Google Drive and cached like
   s3prl's other named upstreams), using the statistics of its training data unless ``-g``
   says otherwise; ``melhubert`` is the 20 ms 960 h stage-2 model.
+
+Output: 13 hidden states (projected input features, then the 12 layers) at 50 frames/s
+(20 ms models) or 100 frames/s (10 ms), the frame period read from the checkpoint. Inputs
+shorter than one 25 ms window (400 samples), which crash the official code, are zero-padded to
+one window.
 """
 from __future__ import annotations
 
