@@ -370,3 +370,14 @@ def test_other_release_by_url_and_release_folder(tmp_path, cache_root):
     extra.write_bytes(b"")
     with pytest.raises(CheckpointError, match="several weight files"):
         hubconf.m2d_local(ckpt=str(release), model_config="ks")
+
+
+@pytest.mark.parametrize("patch", [(16, 16), (16, 4), (80, 2)])
+def test_patch_embedding_equals_the_strided_convolution(patch):
+    from s3prl_plugins.upstreams.m2d.model import PatchEmbed
+
+    torch.manual_seed(0)
+    embed = PatchEmbed(patch, 32)
+    x = torch.randn(3, 1, 80, 10 * patch[1])
+    expected = embed.proj(x).flatten(2).transpose(1, 2)  # the official PatchEmbed
+    _assert_close(embed(x), expected, tol=1e-5)

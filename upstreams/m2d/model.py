@@ -103,14 +103,25 @@ class M2DConfig:
 
 class PatchEmbed(nn.Module):
     """Non-overlapping ``(pf, pt)`` patches of the [N, 1, F, T] spectrogram -> [N, F'*T', D],
-    frequency-major (token index ``f * T' + t``)."""
+    frequency-major (token index ``f * T' + t``).
+
+    The weights live in a Conv2d (the checkpoints' ``patch_embed.proj``), but since the patches
+    do not overlap the product is computed as one matrix multiplication: the same numbers, and
+    plain float32 on GPUs too (cuDNN convolutions default to TF32 there, matmuls do not).
+    """
 
     def __init__(self, patch_size: tuple[int, int], embed_dim: int):
         super().__init__()
         self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        n, _, freq, time = x.shape
+        pf, pt = self.proj.kernel_size
+        rows, cols = freq // pf, time // pt
+        x = x[:, 0, : rows * pf, : cols * pt]
+        patches = x.reshape(n, rows, pf, cols, pt).permute(0, 1, 3, 2, 4).reshape(n, rows * cols, pf * pt)
+        weight = self.proj.weight.reshape(self.proj.out_channels, pf * pt)
+        return nn.functional.linear(patches, weight, self.proj.bias)
 
 
 class M2DEncoder(nn.Module):
