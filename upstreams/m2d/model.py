@@ -282,7 +282,11 @@ class M2DModel(nn.Module):
 
             # Zero padding resamples to zeros, so each row's valid part is what it would be alone.
             ratio = self.config.sample_rate // INPUT_SAMPLE_RATE
-            padded = torchaudio.functional.resample(padded, INPUT_SAMPLE_RATE, self.config.sample_rate)
+            cudnn = torch.backends.cudnn
+            # resample convolves; keep it float32 on GPUs (cuDNN would use TF32 by default)
+            with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                             deterministic=cudnn.deterministic, allow_tf32=False):
+                padded = torchaudio.functional.resample(padded, INPUT_SAMPLE_RATE, self.config.sample_rate)
             lengths = lengths * ratio
         return self.front_end(padded, lengths)
 
