@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-demo
 export PYTHONUNBUFFERED=1
 set +e
-.venv/bin/python -m pytest -q "$@"
+# Two workers: the suite is dominated by single-threaded s3prl runs, so both cores stay busy.
+.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --durations=25 "$@"
 status=$?
 set -e
 # pytest exits 5 when nothing was collected: a selection that matches no test is not a failure of the suite.

@@ -17,7 +17,7 @@ TASKS = ("speech_commands", "fluent_commands")
 def task_overrides(task: str, data: dict, steps: int = 20) -> str:
     """``-o`` settings for a short CPU run of ``task`` on the generated data."""
     runner = (f"config.runner.total_steps={steps},,config.runner.log_step={steps // 2},,"
-              f"config.runner.eval_step={steps},,config.runner.save_step={steps}")
+              f"config.runner.eval_step={steps},,config.runner.save_step={steps},,config.optimizer.lr=1.0e-3")
     if task == "speech_commands":
         ks = data["ks"]
         datarc = (f"config.downstream_expert.datarc.speech_commands_root={ks['root']},,"

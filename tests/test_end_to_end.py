@@ -39,7 +39,8 @@ def test_entry_trains_and_evaluates_on_ks_and_ic(entry, superb_data, tmp_path, c
         # the -m evaluate run appends one more test result, equal to the training-time one
         assert len(acc["test"]) == 2 and acc["test"][0] == pytest.approx(acc["test"][1])
         assert all(0.0 <= a <= 1.0 for values in acc.values() for a in values)
-        assert (expdir / "dev-best.ckpt").is_file()
+        # s3prl keeps dev-best.ckpt only for a dev score above 0 (else the last states-N.ckpt is evaluated)
+        assert (expdir / "dev-best.ckpt").is_file() or max(acc["dev"]) == 0.0
 
     ks_lines = (ks / "test_predict.txt").read_text().split("\n")
     ks_lines = [line for line in ks_lines if line.strip()]
