@@ -384,3 +384,14 @@ def test_layer_grad_scale_scales_gradients_only(tmp_path):
         outputs[scale] = hidden[-1].detach()
     assert torch.equal(outputs[False], outputs[True])
     torch.testing.assert_close(grads[True], grads[False] / 4, rtol=1e-5, atol=1e-8)
+
+
+def test_flat_distiller_yaml_and_options_only_yaml(tmp_path, arm_ckpt):
+    ckpt, _, _ = arm_ckpt
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(yaml.dump(dict(tiny_distiller(ARM), official_batching=True)))
+    upstream = hubconf.armhubert_local(ckpt=str(ckpt), model_config=str(flat))
+    assert upstream.official_batching
+    options = tmp_path / "options.yaml"
+    options.write_text("official_batched_reuse: true\n")
+    assert hubconf.armhubert_local(ckpt=str(ckpt), model_config=str(options)).official_batching
