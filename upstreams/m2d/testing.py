@@ -183,9 +183,9 @@ def write_clap2025_checkpoint(path: Path, config: M2DConfig, *, norm_stats=(-7.2
     return path
 
 
-def write_release_zip(path: Path, folder: str, writer, **kwargs) -> Path:
+def write_release_zip(path: Path, folder: str, writer, embed_dim: int = 64, **kwargs) -> Path:
     """A GitHub-release-style zip: ``<folder>/<file>.pth``."""
-    config = tiny_config(folder)
+    config = tiny_config(folder, embed_dim=embed_dim)
     staging = path.parent / (path.name + ".staging") / folder
     weight = writer(staging / "checkpoint-300.pth", config, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
     if entry in RELEASES:
         folder, url, _ = RELEASES[entry]
         writer, kwargs = _named_writer(folder)
-        write_release_zip(cached_download_path(url), folder, writer, **kwargs)
+        write_release_zip(cached_download_path(url), folder, writer, embed_dim=128, **kwargs)
         return {"ckpt": None, "model_config": None}
     # M2D-S layout (80x2 patches, 20 ms frames): the speech model of the SUPERB papers.
     folder = "m2d_s_vit_base-80x200p80x2-230201"
