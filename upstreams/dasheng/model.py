@@ -92,10 +92,6 @@ class DashengEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
 
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self.patch_embed.proj.weight.dtype
-
     def num_patches(self, lengths: Tensor, batch_mode: BatchMode = "per_utterance") -> Tensor:
         """Valid patches per utterance of ``lengths`` samples.
 
