@@ -207,6 +207,7 @@ class M2DEncoder(nn.Module):
             shapes.append((n, 1 + n_freq * width))
         x = torch.cat(packed) if len(packed) > 1 else packed[0]
         sizes = [p.shape[0] for p in packed]
+        del packed
 
         def attention(qkv: Tensor) -> Tensor:
             outs = []
