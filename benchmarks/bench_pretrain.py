@@ -47,8 +47,15 @@ def synthetic_batch(recipe, batch: int, device) -> dict:
     return out
 
 
-def build(name: str):
+def build(name: str, device) -> object:
     config = load_yaml(shipped_config(CONFIGS[name]))
+    if config["train"].get("optimizer") == "adamw8bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            config["train"]["optimizer"] = "adamw"
+        if device.type != "cuda":
+            config["train"]["optimizer"] = "adamw"
     recipe = get_recipe(name)(config)
     recipe.state.update({"norm_stats": [-7.1, 4.2], "classes": [str(i) for i in range(527)], "offline_dim": 768})
     return recipe
@@ -69,7 +76,7 @@ def time_steps(step, warmup: int, repeats: int, device) -> list[float]:
 
 
 def bench(name: str, args, device) -> dict:
-    recipe = build(name)
+    recipe = build(name, device)
     model = recipe.build_model().to(device).train()
     optimizer = build_optimizer(model, recipe.train, 1e-4)
     batch = synthetic_batch(recipe, args.batch, device)
