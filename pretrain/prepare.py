@@ -111,7 +111,6 @@ def prepare_logmel(source, output, *, csv_name: str = "files.csv", min_seconds: 
     ``<output>/<csv_name>`` (column ``file_name``, paths relative to ``output``)."""
     root, files = find_audio(source)
     output = Path(output)
-    torch.set_num_threads(1)
 
     def run(rel: Path) -> str:
         target = output / rel.with_suffix(".npy")
@@ -120,8 +119,13 @@ def prepare_logmel(source, output, *, csv_name: str = "files.csv", min_seconds: 
             _write_npy(target, logmel_of(wave))
         return target.relative_to(output).as_posix()
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        names = list(_progress(pool.map(run, files), len(files), "log-mel", progress))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallelism comes from the worker threads
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            names = list(_progress(pool.map(run, files), len(files), "log-mel", progress))
+    finally:
+        torch.set_num_threads(threads)
     csv_path = output / csv_name
     _write_csv(csv_path, ["file_name"], [[n] for n in names])
     return csv_path
