@@ -110,8 +110,16 @@ def from_dict(cls, values: Mapping[str, Any] | None, where: str):
         raise ConfigError(f"unknown key(s) in {where}: {', '.join(hints)}. Known keys: {', '.join(known)}")
     for key, value in list(values.items()):
         default = known[key].default
+        annotation = str(known[key].type)
         if isinstance(default, tuple) and isinstance(value, list):
             values[key] = tuple(value)
+        elif isinstance(value, str) and ("float" in annotation or "int" in annotation) and "str" not in annotation:
+            # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}.{key} must be a number, got {value!r}") from None
+            values[key] = int(number) if annotation.startswith("int") and number.is_integer() else number
     try:
         obj = cls(**values)
     except (TypeError, ValueError) as error:

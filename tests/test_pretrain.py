@@ -239,6 +239,14 @@ def test_exported_dasheng_loads_in_dasheng_local(pretrain_data, tmp_path):
 
 
 def test_config_errors_are_clear(pretrain_data, tmp_path):
+    from s3prl_plugins.pretrain.config import apply_overrides
+
+    # YAML 1.1 reads 1e-4 as a string: numbers are coerced, words are refused clearly
+    cfg = apply_overrides(tiny_config("m2d", pretrain_data), ["train.lr=1e-4", "objective.mask_ratio=6e-1"])
+    recipe = get_recipe("m2d")(cfg)
+    assert recipe.train.lr == 1e-4 and recipe.objective.mask_ratio == 0.6
+    with pytest.raises(ConfigError, match="train.lr must be a number"):
+        get_recipe("m2d")(apply_overrides(cfg, ["train.lr=fast"]))
     cfg = tiny_config("m2d", pretrain_data)
     cfg["train"]["learning_rate"] = 1.0
     with pytest.raises(ConfigError, match="learning_rate.*Known keys"):
