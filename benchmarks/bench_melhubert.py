@@ -188,6 +188,9 @@ def main() -> None:
         plan.append(("hubert_base", 20))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_melhubert_") as workdir:
+        # written here, not in the workers, so that their peak memory is the model's alone
+        for fp in sorted({fp for impl, fp in plan if impl != "hubert_base"}):
+            _checkpoint(fp, Path(workdir))
         for impl, fp in plan:
             cmd = [sys.executable, __file__, "--worker", "1", "--impl", impl, "--fp", str(fp),
                    "--batch", str(args.batch), "--seconds", str(args.seconds), "--repeats", str(args.repeats),
