@@ -34,8 +34,9 @@ def _env(**extra) -> dict:
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_data, tmp_path):
-    # small lr: float summation order differs between 1 and 2 processes, Adam amplifies that by lr
-    cfg = tiny_config("m2d", pretrain_data, total_steps=3, batch_size=4, lr=1e-4, warmup_steps=0,
+    # small lr: float summation order differs between 1 and 2 processes and Adam's normalisation
+    # turns that into parameter differences proportional to lr (about 6e-6 at lr 1e-4)
+    cfg = tiny_config("m2d", pretrain_data, total_steps=3, batch_size=4, lr=5e-5, warmup_steps=0,
                       save_every=100, log_every=1)
     cfg["data"]["norm_stats"] = [-7.0, 3.5]
     single = train("m2d", cfg, tmp_path / "single")
@@ -56,7 +57,7 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_dat
 
     seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
     initial = single.recipe.build_model().state_dict()
-    assert (a["model"]["blocks.0.attn.qkv.weight"] - initial["blocks.0.attn.qkv.weight"]).abs().max() > 1e-4
+    assert (a["model"]["blocks.0.attn.qkv.weight"] - initial["blocks.0.attn.qkv.weight"]).abs().max() > 5e-5
 
 
 @pytest.fixture
