@@ -114,3 +114,12 @@ def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, s
     assert found.get("test"), found
     installer.uninstall(s3prl_copy, log=lambda *_: None)
     assert not (s3prl_copy / "pretrain" / "m2d").exists()
+
+
+@pytest.mark.slow
+def test_pretrained_dasheng_runs_in_run_downstream(pretrain_data, superb_data, tmp_path):
+    train("dasheng", tiny_config("dasheng", pretrain_data, total_steps=4), tmp_path / "run")
+    checkpoint = next((tmp_path / "run" / "export").glob("*.pt"))
+    dirs = run_downstream_e2e("dasheng_local", checkpoint, None, superb_data, tmp_path / "downstream",
+                              tasks=("speech_commands",))
+    assert accuracies(dirs["speech_commands"]).get("test")
