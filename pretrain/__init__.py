@@ -5,6 +5,17 @@
 #: default config to copy beside it}}. ``install_into_s3prl.py`` installs them.
 S3PRL_RECIPES: dict[str, dict] = {}
 
+#: Training recipes of ``python -m s3prl_plugins.pretrain <name>``: name (or alias) -> module that
+#: defines it (with ``@recipe.register``). Imported only when the recipe is asked for. A new
+#: recipe module adds its names here.
+RECIPE_MODULES: dict[str, str] = {
+    "m2d": "s3prl_plugins.pretrain.m2d",
+    "m2ds": "s3prl_plugins.pretrain.m2d", "m2d_s": "s3prl_plugins.pretrain.m2d",
+    "m2das": "s3prl_plugins.pretrain.m2d", "m2d_as": "s3prl_plugins.pretrain.m2d",
+    "m2dx": "s3prl_plugins.pretrain.m2d", "m2d_x": "s3prl_plugins.pretrain.m2d",
+    "dasheng": "s3prl_plugins.pretrain.dasheng", "dasheng_mae": "s3prl_plugins.pretrain.dasheng",
+}
+
 
 def _recipe_entry(name: str, model_config: str, runner_config: str) -> dict:
     from pathlib import Path

@@ -16,10 +16,7 @@ from torch import nn
 
 from .config import ConfigError, TrainConfig, from_dict
 
-__all__ = ["Recipe", "register", "get_recipe", "recipe_names", "RECIPE_MODULES"]
-
-#: modules that define recipes (imported lazily, on first lookup)
-RECIPE_MODULES = ("s3prl_plugins.pretrain.m2d", "s3prl_plugins.pretrain.dasheng")
+__all__ = ["Recipe", "register", "get_recipe", "recipe_names"]
 
 _REGISTRY: dict[str, type["Recipe"]] = {}
 _ALIASES: dict[str, str] = {}
@@ -35,21 +32,27 @@ def register(name: str, *aliases: str) -> Callable[[type], type]:
     return wrap
 
 
-def _load_all() -> None:
-    for module in RECIPE_MODULES:
-        importlib.import_module(module)
+def _modules() -> dict[str, str]:
+    from . import RECIPE_MODULES
+
+    return RECIPE_MODULES
 
 
 def recipe_names() -> list[str]:
-    _load_all()
+    for module in sorted(set(_modules().values())):
+        importlib.import_module(module)
     return sorted(_REGISTRY)
 
 
 def get_recipe(name: str) -> type["Recipe"]:
-    _load_all()
-    key = _ALIASES.get(name.replace("-", "_").lower(), name.replace("-", "_").lower())
+    key = name.replace("-", "_").lower()
+    module = _modules().get(key)
+    if module is not None:
+        importlib.import_module(module)  # registers its recipes
+    key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        names = sorted({n for n in _modules()})
+        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(names)}")
     return _REGISTRY[key]
 
 
