@@ -65,7 +65,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     #: max gradient norm; null disables clipping
     clip_grad: float | None = 3.0
-    #: "fp32", "bf16" or "fp16" autocast (GPU only; front ends and losses always run in fp32)
+    #: "fp32", "bf16" (GPU or CPU) or "fp16" (GPU, with a gradient scaler) autocast; front ends
+    #: and losses always run in fp32
     precision: str = "fp32"
     compile: bool = False
     seed: int = 0

@@ -112,13 +112,17 @@ class Trainer:
         return load_training_checkpoint(Path(self.resume))
 
     def _precision(self):
-        device = self.ctx.device
-        if self.cfg.precision == "fp32" or device.type != "cuda":
-            if self.cfg.precision != "fp32":
-                self._log(f"precision {self.cfg.precision} needs a GPU; training in fp32 on {device}")
+        """(autocast dtype or None, use a gradient scaler). bf16 also autocasts on CPUs; fp16 needs
+        a GPU (its gradient scaler is CUDA-only) and falls back to fp32 elsewhere."""
+        device, precision = self.ctx.device, self.cfg.precision
+        if precision == "fp32":
             return None, False
-        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
-        return dtype, self.cfg.precision == "fp16"
+        if precision == "bf16":
+            return torch.bfloat16, False
+        if device.type != "cuda":
+            self._log(f"precision fp16 needs a GPU; training in fp32 on {device}")
+            return None, False
+        return torch.float16, True
 
     def fit(self) -> dict:
         ctx, cfg, recipe = self.ctx, self.cfg, self.recipe

@@ -352,3 +352,25 @@ def test_teacher_formats(pretrain_data, tmp_path):
         assert len(layers) == 10 and layers[9].shape == (1, 99, 32), path
     with pytest.raises(TeacherError, match="nothing is downloaded"):
         load_teacher(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("recipe", ["m2ds", "dasheng"])
+def test_bf16_autocast_keeps_losses_in_float32(recipe, pretrain_data, tmp_path, monkeypatch):
+    """bf16 autocast (CPU here, GPU in real runs): the blocks run in bf16, the loss stays float32."""
+    seen = {}
+    cls = get_recipe(recipe)
+    original = cls.compute_loss
+
+    def spy(self, model, batch):
+        if "hooked" not in seen:
+            block = (model.encoder if recipe == "dasheng" else model).blocks[0]
+            block.attn.qkv.register_forward_hook(lambda m, i, o: seen.update(qkv=o.dtype) and None)
+            seen["hooked"] = True
+        loss, logs = original(self, model, batch)
+        seen.setdefault("loss", loss.dtype)
+        return loss, logs
+
+    monkeypatch.setattr(cls, "compute_loss", spy)
+    trainer = train(recipe, tiny_config(recipe, pretrain_data, total_steps=3, precision="bf16"), tmp_path / "run")
+    assert seen["qkv"] == torch.bfloat16 and seen["loss"] == torch.float32
+    assert all(np.isfinite(h["loss"]) for h in trainer.history)
