@@ -148,6 +148,7 @@ def build_upstream(
     if norm_mean is not None:
         explicit, explicit_source = (float(norm_mean), float(norm_std)), "the norm_mean/norm_std arguments"
 
+    options, config_stats = _model_options(model_config, entry)  # before any download
     if url is not None:
         if path_text is not None:
             raise CheckpointError(
@@ -162,8 +163,6 @@ def build_upstream(
                                   f"its release folder, a release .zip or its URL).")
         location = resolve_checkpoint(path_text, refresh=refresh, local_entry="m2d_local")
     weight_file = find_weight_file(Path(location), what=entry)
-
-    options, config_stats = _model_options(model_config, entry)
     loaded = read_checkpoint(weight_file, entry=entry if url is None else "m2d_local")
     config = resolve_config(loaded, options)
     stats, is_default = choose_stats(
