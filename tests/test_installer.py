@@ -26,6 +26,10 @@ def _digest_tree(folder: Path) -> dict[str, str]:
 def s3prl_copy(tmp_path) -> Path:
     target = tmp_path / "site" / "s3prl"
     shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    # The environment's s3prl may already be installed into (scripts/setup.sh does it): start
+    # from the pristine package.
+    installer.uninstall(target, log=lambda *_: None)
+    assert installer.BEGIN not in (target / "hub.py").read_text()
     return target
 
 
