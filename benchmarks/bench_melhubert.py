@@ -35,6 +35,18 @@ CPU_PEAK_GFLOPS = 146.0  # fp32 peak of the 2-core development machine
 
 
 def _rss_gib() -> float:
+    """Peak resident memory of this process so far.
+
+    /proc's VmHWM belongs to this process image alone; ``ru_maxrss`` would also carry the
+    parent's resident size at fork time across the exec of the worker.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
