@@ -48,7 +48,8 @@ stamp=.venv/.s3prl_plugins_deps
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing the pinned dependencies (first time: torch is a large download)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  # pip >= 24.1 refuses catalyst 22.4 (malformed extra in its metadata), which s3prl's KS task imports.
+  .venv/bin/python -m pip install -q "pip>=23,<24.1"
   .venv/bin/python -m pip install -q -r requirements.txt
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
