@@ -17,7 +17,7 @@ Facts from the ``dasheng`` package (``dasheng/train/models.py``, ``train.py``, c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from glob import glob
 from pathlib import Path
 
@@ -38,15 +38,9 @@ __all__ = ["DashengModelConfig", "DashengObjective", "DashengData", "DashengDeco
 
 
 @dataclass
-class DashengModelConfig:
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_hidden_dim: int = 3072
-    n_mels: int = 64
-    patch_frames: int = 4
-    #: patches of the positional table (1008 frames / 4)
-    chunk_patches: int = 252
+class DashengModelConfig(DashengConfig):
+    """The encoder's configuration (the upstream's own) plus the MAE decoder."""
+
     decoder_embed_dim: int = 512
     decoder_depth: int = 8
     decoder_num_heads: int = 16
@@ -56,9 +50,7 @@ class DashengModelConfig:
             raise ConfigError("model.embed_dim / decoder_embed_dim must be divisible by their head counts")
 
     def encoder_config(self) -> DashengConfig:
-        return DashengConfig(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
-                             mlp_hidden_dim=self.mlp_hidden_dim, n_mels=self.n_mels, patch_frames=self.patch_frames,
-                             chunk_patches=self.chunk_patches)
+        return DashengConfig(**{f.name: getattr(self, f.name) for f in fields(DashengConfig)})
 
 
 @dataclass
