@@ -72,7 +72,8 @@ def test_export_loads_alone_and_matches(entry, tmp_path):
     exported = torch.load(tmp_path / "exported_states.pt")
     assert len(exported) == len(expected)
     for got, want in zip(exported, expected):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        # another process may use another thread count, so float sums may differ in the last bits
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
     output = check_exported(folder)  # the standalone s3prl-style forward checks
     assert "all checks passed" in output and "forward + backward on 0.05 s" in output

@@ -40,8 +40,11 @@ def test_table_of_real_runs(expdirs, tmp_path):
     for task, e in experiments.items():
         logged = accuracies(expdirs[task])
         assert e.upstream == ENTRY and e.evaluated
-        assert e.best_dev is not None and e.best_dev[1] == max(logged["dev"])
-        assert e.test_score == logged["test"][-1]  # the -m evaluate -e dev-best.ckpt line
+        if max(logged["dev"]) > 0:
+            assert e.best_dev is not None and e.best_dev[1] == max(logged["dev"])
+        else:  # s3prl records a best dev score (and dev-best.ckpt) only above 0
+            assert e.best_dev is None
+        assert e.test_score == logged["test"][-1]  # the -m evaluate line
         assert e.scalars[f"{task}/test-acc"] == pytest.approx(e.test_score, abs=1e-6)
 
     markdown = results.write_markdown(list(experiments.values()))
@@ -60,6 +63,8 @@ def test_table_of_real_runs(expdirs, tmp_path):
 
 def test_layer_weights_of_dev_best(expdirs, tmp_path, capsys):
     checkpoint = expdirs["fluent_commands"] / "dev-best.ckpt"
+    if not checkpoint.exists():  # dev score never above 0: the run's last checkpoint holds the weights
+        checkpoint = max(expdirs["fluent_commands"].glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
     weights = results.layer_weights(checkpoint)
     stored = torch.load(checkpoint, weights_only=False)["Featurizer"]["weights"]
     assert weights == pytest.approx(torch.softmax(stored, -1).tolist())
