@@ -6,6 +6,8 @@ Adding a recipe = subclassing :class:`Recipe` and decorating it with :func:`regi
 """
 from __future__ import annotations
 
+import abc
+
 import importlib
 from pathlib import Path
 from typing import Any, Callable
@@ -56,7 +58,7 @@ def get_recipe(name: str) -> type["Recipe"]:
     return _REGISTRY[key]
 
 
-class Recipe:
+class Recipe(abc.ABC):
     """Base class. Subclasses set ``ModelConfig``/``ObjectiveConfig``/``DataConfig`` dataclasses
     and implement the hooks below."""
 
@@ -87,16 +89,17 @@ class Recipe:
     def prepare(self, ctx) -> None:
         """Run once before training on every rank (e.g. data statistics; rank 0 + broadcast)."""
 
+    @abc.abstractmethod
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        """The model trained by this recipe."""
 
+    @abc.abstractmethod
     def build_reader(self):
         """The map-style data reader (see :mod:`.data`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def make_example(self, raw: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One training example (fixed-shape tensors) from a reader item and its own RNG."""
-        raise NotImplementedError
 
     def collate(self, examples: list[dict]) -> dict:
         """Batch of examples (default: stack equal-shape tensors; override to pad variable lengths)."""
@@ -104,9 +107,9 @@ class Recipe:
 
         return default_collate(examples)
 
+    @abc.abstractmethod
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """Loss of one micro-batch (already on the device) and detached scalars to log."""
-        raise NotImplementedError
 
     def after_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float]:
         """Called after every optimiser step (``step`` = steps done so far), e.g. EMA updates."""
@@ -116,10 +119,10 @@ class Recipe:
         """Audio seconds in one example (for the throughput display)."""
         return 0.0
 
+    @abc.abstractmethod
     def export(self, model: nn.Module, folder: Path, *, step: int, epoch: int, optimizer: dict | None = None,
                scaler: dict | None = None) -> Path:
         """Write the model in its family's official layout; returns the file written."""
-        raise NotImplementedError
 
     # -- helpers ------------------------------------------------------------------------------
     def full_config(self) -> dict:

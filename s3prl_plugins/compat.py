@@ -64,7 +64,7 @@ def _apply_effects_tensor(waveform, sample_rate, effects, channels_first=True):
         elif name == "gain":
             wav = wav * (10.0 ** (float(args[-1]) / 20.0))
         else:
-            raise NotImplementedError(f"sox effect {name!r} is not available without libsox")
+            raise RuntimeError(f"sox effect {name!r} needs libsox (apt-get install libsox-dev) with torchaudio <= 2.8")
     return (wav if channels_first else wav.t()), rate
 
 
