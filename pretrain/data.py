@@ -146,10 +146,15 @@ class AudioList:
         if not self.files:
             raise DataError(f"audio list {list_path} is empty")
 
+    #: length of every file in samples when the list states it (bucket CSVs), else None
+    lengths: list[int] | None = None
+
     @classmethod
-    def from_files(cls, files: Sequence[str | os.PathLike], root=None, sample_rate: int = 16000) -> "AudioList":
+    def from_files(cls, files: Sequence[str | os.PathLike], root=None, sample_rate: int = 16000,
+                   lengths: Sequence[int] | None = None) -> "AudioList":
         obj = cls.__new__(cls)
         obj.root, obj.sample_rate, obj.files = (Path(root) if root else None), sample_rate, [str(f) for f in files]
+        obj.lengths = [int(n) for n in lengths] if lengths is not None else None
         return obj
 
     def __len__(self) -> int:
@@ -166,16 +171,17 @@ def librispeech_list(libri_root: str | os.PathLike, bucket_dir: str | os.PathLik
                      max_samples: int | None = None, min_samples: int | None = None) -> AudioList:
     """Files of LibriSpeech ``sets`` from s3prl's bucket CSVs (``,file_path,length,label``),
     optionally filtered by length in samples."""
-    files = []
+    files, lengths = [], []
     for name in sets:
         for row in read_table(Path(bucket_dir) / f"{name}.csv"):
             length = int(row["length"])
             if (max_samples and length > max_samples) or (min_samples and length < min_samples):
                 continue
             files.append(row["file_path"])
+            lengths.append(length)
     if not files:
         raise DataError(f"no LibriSpeech files left in {bucket_dir} for sets {list(sets)} after length filtering")
-    return AudioList.from_files(files, root=libri_root)
+    return AudioList.from_files(files, root=libri_root, lengths=lengths)
 
 
 @dataclass(frozen=True)
@@ -279,20 +285,28 @@ class GlobalBatchSampler(Sampler):
 
     Each epoch is a permutation of the data set (seeded by ``seed + epoch``), cut into global
     micro-batches of ``batch_size * world_size`` samples; process ``rank`` takes its contiguous
-    slice of every global micro-batch. The incomplete tail of an epoch is dropped.
+    slice of every global micro-batch. The incomplete tail of an epoch is dropped. With
+    ``lengths`` (bucketing, as s3prl's LibriSpeech readers), each global micro-batch holds items
+    adjacent in the length-sorted list and only the order of the batches is random.
     :meth:`state_dict` / :meth:`load_state_dict` hold (epoch, micro-batches consumed), so a run
     resumes in the middle of an epoch. With ``auto_epoch`` every full iteration advances the
     epoch (for runners that simply loop over the loader, like s3prl's).
     """
 
     def __init__(self, num_items: int, batch_size: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 auto_epoch: bool = False):
+                 auto_epoch: bool = False, lengths: Sequence[int] | None = None):
         if num_items < batch_size * world_size:
             raise DataError(f"the data set has {num_items} items, fewer than one global batch "
                             f"({batch_size} x {world_size} processes); use more data or a smaller train.batch_size")
         self.num_items, self.batch_size = num_items, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.auto_epoch = auto_epoch
+        self.by_length = None
+        if lengths is not None:
+            if len(lengths) != num_items:
+                raise DataError(f"{len(lengths)} item lengths for {num_items} items")
+            # longest first, ties by index: s3prl's bucketing order
+            self.by_length = sorted(range(num_items), key=lambda i: (-int(lengths[i]), i))
         self.epoch = 0
         self.start = 0  # micro-batches already consumed in this epoch
 
@@ -317,8 +331,16 @@ class GlobalBatchSampler(Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_items, generator=generator).tolist()
         g = self.global_batch
+        if self.by_length is None:
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            # Global batches of neighbours in length (little padding), visited in a random order;
+            # a random offset makes the dropped remainder differ between epochs.
+            count = self.num_items // g
+            offset = int(torch.randint(self.num_items - count * g + 1, (1,), generator=generator))
+            groups = torch.randperm(count, generator=generator).tolist()
+            order = [self.by_length[offset + b * g + j] for b in groups for j in range(g)]
         for batch in range(self.start, self.num_items // g):
             first = batch * g + self.rank * self.batch_size
             yield [(order[pos], self.seed, self.epoch, pos) for pos in range(first, first + self.batch_size)]

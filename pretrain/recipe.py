@@ -10,7 +10,7 @@ import abc
 
 import importlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,6 +100,11 @@ class Recipe(abc.ABC):
     @abc.abstractmethod
     def make_example(self, raw: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One training example (fixed-shape tensors) from a reader item and its own RNG."""
+
+    def item_lengths(self, reader) -> Sequence[int] | None:
+        """Per-item lengths to batch similar lengths together (s3prl's bucketing), or None for
+        uniformly random batches (default)."""
+        return None
 
     def collate(self, examples: list[dict]) -> dict:
         """Batch of examples (default: stack equal-shape tensors; override to pad variable lengths)."""

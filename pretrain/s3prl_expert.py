@@ -57,7 +57,9 @@ class PluginPretrainExpert(nn.Module):
         ctx = DistContext(device=self.device)
         seed_everything(self.recipe.train.seed)
         self.recipe.prepare(ctx)
-        self.dataset = RecipeDataset(self.recipe.build_reader(), self.recipe.make_example)
+        reader = self.recipe.build_reader()
+        self.item_lengths = self.recipe.item_lengths(reader)
+        self.dataset = RecipeDataset(reader, self.recipe.make_example)
         self.model = self.recipe.build_model()
         self.updates = 0
         print(f"[{self.recipe_name}] s3prl expert: recipe {self.recipe.name}, {len(self.dataset)} items, "
@@ -66,7 +68,8 @@ class PluginPretrainExpert(nn.Module):
     # -- runner interface ---------------------------------------------------------------------
     def get_train_dataloader(self):
         cfg = self.recipe.train
-        sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, auto_epoch=True)
+        sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, seed=cfg.seed, auto_epoch=True,
+                                     lengths=self.item_lengths)
         return make_loader(self.dataset, sampler, cfg.num_workers, self.device.type == "cuda", self.recipe.collate)
 
     def forward(self, data, records=None, global_step=0, log_step=1000, **kwargs):

@@ -136,7 +136,7 @@ class Trainer:
         reader = recipe.build_reader()
         dataset = RecipeDataset(reader, recipe.make_example)
         sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, lengths=recipe.item_lengths(reader))
         schedule = plan_schedule(recipe, len(dataset), ctx.world_size)
 
         module = recipe.build_model().to(ctx.device)
