@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from s3prl_plugins.measure import reset_peak_rss, rss_bytes, synchronize, time_calls
+
 HUBERT_BASE = {
     "extractor_mode": "default",
     "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2",
@@ -42,20 +44,7 @@ PUBLISHED_MACS_G = {"HuBERT-Base-sized": 1669.0, "ARMHuBERT-S": 449.4, "STaRHuBE
 
 
 def _rss_mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+    return rss_bytes(field) / 2**20
 
 
 def measure(name: str, batch: int, seconds: float, repeats: int, device: str, superb_macs: bool = True) -> dict:
@@ -83,18 +72,12 @@ def measure(name: str, batch: int, seconds: float, repeats: int, device: str, su
             upstream(one)
         flops_per_utt = counter.get_total_flops()
         upstream(wavs)  # warm-up
+        synchronize(device)
         if device == "cuda":
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         base_rss = _rss_mib("VmRSS")
-        tracked = _reset_peak_rss()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            upstream(wavs)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+        tracked = reset_peak_rss()
+        times = time_calls(lambda: upstream(wavs), repeats=repeats, warmup=0, device=device)
     best = min(times)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else (_rss_mib("VmHWM") - base_rss if tracked else float("nan")))
@@ -135,7 +118,7 @@ def measure_loading(path: str, how: str) -> dict:
     from s3prl_plugins.upstreams.common import checkpoint  # noqa: F401
 
     base = _rss_mib("VmRSS")
-    _reset_peak_rss()
+    reset_peak_rss()
     start = time.perf_counter()
     if how == "entry":
         from s3prl_plugins.upstreams.armhubert.hubconf import armhubert_local

@@ -17,18 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
+
+from s3prl_plugins.measure import CPU_PEAK_GFLOPS, rss_bytes, time_calls
 
 SIZES = {"base": (768, 12, 12), "06B": (1280, 32, 16), "12B": (1536, 40, 24)}
-CPU_PEAK_GFLOPS = 146.0  # fp32 peak of the 2-core development machine
 
 
 def _rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return rss_bytes("VmHWM") / 2**30
 
 
 def _build(impl, size, dtype, device, official_dir):
@@ -82,7 +81,6 @@ def worker(args) -> list[dict]:
         make_step, params[impl] = _build(impl, args.size, dtype, device, args.official)
         steps[impl] = make_step(wavs)
     loaded_gib = _rss_gib()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     flops, times = {}, {impl: [] for impl in impls}
     with torch.inference_mode():
         for impl in impls:
@@ -95,11 +93,7 @@ def worker(args) -> list[dict]:
             torch.cuda.reset_peak_memory_stats()
         for _ in range(args.repeats):
             for impl in impls:  # alternate, so that both see the same machine load
-                sync()
-                start = time.perf_counter()
-                steps[impl]()
-                sync()
-                times[impl].append(time.perf_counter() - start)
+                times[impl] += time_calls(steps[impl], repeats=1, warmup=0, device=device)
     audio = sum(lengths) / 16000
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else _rss_gib()
     rows = []

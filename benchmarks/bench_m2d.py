@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
 
 import torch
 
+from s3prl_plugins.measure import rss_bytes, time_calls
 from s3prl_plugins.upstreams.m2d.expert import M2DUpstream
 from s3prl_plugins.upstreams.m2d.model import M2DConfig, M2DModel
 from s3prl_plugins.upstreams.m2d.norm_stats import NormStats
@@ -62,21 +61,8 @@ def official_order(upstream: M2DUpstream, wavs):
     return [torch.cat(layer, dim=1) for layer in zip(*chunks)]
 
 
-def sync(device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def time_it(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(time_calls(fn, repeats=repeats, warmup=1, device=device))
 
 
 def lengths_for(workload: str, batch: int, seconds: float) -> list[int]:
@@ -91,7 +77,7 @@ def measure(variant: str, workload: str, mode: str, device: str, batch: int, sec
     lengths = lengths_for(workload, batch, seconds)
     wavs = [(0.1 * torch.randn(n, generator=generator)).to(device) for n in lengths]
     run = (lambda: upstream(wavs)) if mode == "batched" else (lambda: official_order(upstream, wavs))
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = rss_bytes("VmHWM")
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
@@ -101,7 +87,7 @@ def measure(variant: str, workload: str, mode: str, device: str, batch: int, sec
         if device.startswith("cuda"):
             result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
         else:
-            result["peak_rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+            result["peak_rss_growth_mb"] = (rss_bytes("VmHWM") - rss_before) / 2**20
         if True:  # FLOPs of both orders: the official one also encodes the padding
             from torch.utils.flop_counter import FlopCounterMode
 

@@ -23,31 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-CPU_PEAK_GFLOPS = 146.0  # fp32 peak of the 2-core development machine
+from s3prl_plugins.measure import CPU_PEAK_GFLOPS, rss_bytes, time_calls
 
 
 def _rss_gib() -> float:
-    """Peak resident memory of this process so far.
-
-    /proc's VmHWM belongs to this process image alone; ``ru_maxrss`` would also carry the
-    parent's resident size at fork time across the exec of the worker.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    """Peak resident memory of this process so far."""
+    return rss_bytes("VmHWM") / 2**30
 
 
 def _official_expert_class(folder: str):
@@ -128,18 +115,10 @@ def worker(args) -> dict:
             return model(wavs)["last_hidden_state"]
 
     loaded_gib = _rss_gib()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
-        step()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - start)
+        times = time_calls(step, repeats=args.repeats, warmup=1, device=device)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else _rss_gib()
     # Counted after the timed runs so that its memory does not show in the peak. no_grad, not
     # inference_mode: FlopCounterMode hooks parameters, which fails on inference tensors of

@@ -14,18 +14,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s3prl_plugins.measure import CPU_PEAK_GFLOPS, time_calls  # noqa: E402
 from s3prl_plugins.pretrain.config import load_yaml, shipped_config  # noqa: E402
 from s3prl_plugins.pretrain.optim import build_optimizer  # noqa: E402
 from s3prl_plugins.pretrain.recipe import get_recipe  # noqa: E402
 
-CPU_PEAK_GFLOPS = 146.0
 CONFIGS = {"m2d": "m2d_vit_base-80x608p16x16", "m2ds": "m2d_s_vit_base-80x400p80x2", "m2das": "m2d_as_vit_base-80x608p16x16",
            "dasheng": "dasheng_base"}
 
@@ -62,17 +61,7 @@ def build(name: str, device) -> object:
 
 
 def time_steps(step, warmup: int, repeats: int, device) -> list[float]:
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+    return time_calls(step, repeats=repeats, warmup=warmup, device=device)
 
 
 def bench(name: str, args, device) -> dict:

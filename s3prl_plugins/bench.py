@@ -25,10 +25,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+from .measure import reset_peak_rss, rss_bytes, synchronize, time_calls
 
 __all__ = ["ARCHITECTURES", "Architecture", "measure", "run_benchmarks", "write_outputs", "main"]
 
@@ -152,24 +153,6 @@ def _build(spec: dict):
     return getattr(hub, arch.entry)(**arch.write_full(directory))
 
 
-def _vm_hwm_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:  # Linux: "5" resets VmHWM to the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure(spec: dict) -> dict:
     """Benchmark one model on one device (called in a worker process)."""
     import torch
@@ -185,28 +168,19 @@ def measure(spec: dict) -> dict:
     wavs = [torch.randn(samples, generator=generator).to(device) for _ in range(spec["batch"])]
     audio_seconds = spec["batch"] * spec["seconds"]
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     macs, _ = count_macs(model, wavs)
     with torch.no_grad():
         model(wavs)  # warm-up (allocator, kernel selection)
-        sync()
+        synchronize(device)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        reset = _reset_peak_rss()
-        times = []
-        for _ in range(spec["repeats"]):
-            start = time.perf_counter()
-            model(wavs)
-            sync()
-            times.append(time.perf_counter() - start)
+        reset = reset_peak_rss()
+        times = time_calls(lambda: model(wavs), repeats=spec["repeats"], warmup=0, device=device)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated()
         peak_kind = "cuda max_memory_allocated"
     else:
-        peak = _vm_hwm_bytes()
+        peak = rss_bytes("VmHWM")
         peak_kind = "cpu peak RSS" if reset else "cpu peak RSS (since process start)"
     latency = statistics.median(times)
     return {
