@@ -220,3 +220,15 @@ def test_input_errors_are_clear():
         star_loss(hidden, hidden, zeroth, zeroth[..., :3], valid)
     with pytest.raises(ValueError, match="avg_attn_weight > 0 needs student_attention"):
         star_loss(hidden, hidden, zeroth, zeroth, valid, StarLossConfig(avg_attn_weight=1.0))
+
+
+def test_config_builds_from_a_yaml_section():
+    from s3prl_plugins.pretrain.config import from_dict
+
+    cfg = from_dict(StarLossConfig, {"layer_weights": [1, 0.5, 2], "distance": "l1", "kl_temperature": "1e-1"}, "star")
+    hidden, zeroth = make_states()
+    other, other_zeroth = make_states(seed=1)
+    loss, _ = star_loss(other, hidden, other_zeroth, zeroth, all_valid(2, 7), cfg)
+    assert cfg.kl_temperature == pytest.approx(0.1) and loss.item() > 0
+    with pytest.raises(ConfigError, match="did you mean 'distance'"):
+        from_dict(StarLossConfig, {"distanse": "mse"}, "star")
