@@ -8,16 +8,42 @@
 ``teacher(wave [B, N]) -> list of [B, T, D]``: index 0 is the input of the first transformer
 layer, index i the output of layer i (the convention of Hugging Face's ``hidden_states`` and of
 s3prl's upstreams), so ``layers[9]`` is HuBERT layer 9 (M2D-S's offline target).
+
+``teacher.encode(wave, lengths, mask_indices=None)`` is what distillation needs: the same list for
+a zero-padded batch with its padding mask, and optionally with the teacher's own span masking
+applied at GIVEN frames (the teacher's ``mask_emb`` / Hugging Face ``masked_spec_embed`` replaces
+the projected CNN features there, as fairseq's ``apply_mask`` does). The s3prl models are run
+piece by piece (their code is not edited): CNN -> LayerNorm -> frame padding mask
+(``forward_padding_mask``) -> ``post_extract_proj`` -> input dropout (off: eval) -> mask ->
+encoder, the layer inputs/outputs taken from s3prl's own hooks.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["TeacherError", "LocalTeacher", "load_teacher"]
+__all__ = ["TeacherError", "TeacherOutput", "LocalTeacher", "load_teacher"]
+
+
+@dataclass
+class TeacherOutput:
+    """``hidden_states``: [B, T, D] x (layers + 1), index 0 = input of layer 1, index i = output
+    of layer i (post-LN for HuBERT/WavLM Base); ``padding_mask`` [B, T] (True = padding) or None."""
+
+    hidden_states: list[Tensor]
+    padding_mask: Tensor | None
+
+    @property
+    def layers(self) -> list[Tensor]:
+        return self.hidden_states[1:]
+
+    @property
+    def layer_input(self) -> Tensor:
+        return self.hidden_states[0]
 
 
 class TeacherError(ValueError):
@@ -44,16 +70,112 @@ class LocalTeacher(nn.Module):
         out = self.model([w for w in wave])
         return list(out["hidden_states"])
 
+    # -- distillation -------------------------------------------------------------------------
+    @property
+    def inner(self) -> nn.Module:
+        """The network itself (Hugging Face model, or the fairseq-style model inside s3prl's expert)."""
+        return self.model if self.kind == "huggingface" else self.model.model
+
+    @property
+    def num_layers(self) -> int:
+        if self.kind == "huggingface":
+            return int(self.model.config.num_hidden_layers)
+        return len(self.model.model.encoder.layers)
+
+    @property
+    def dim(self) -> int:
+        if self.kind == "huggingface":
+            return int(self.model.config.hidden_size)
+        return int(self.model.model.encoder.embedding_dim)
+
+    @property
+    def supports_masking(self) -> bool:
+        if self.kind == "huggingface":
+            return getattr(self.model, "masked_spec_embed", None) is not None
+        return isinstance(getattr(self.model.model, "mask_emb", None), torch.Tensor)
+
+    def _normalise(self, wave: Tensor, lengths: Tensor) -> Tensor:
+        """Zero mean / unit variance over each utterance's valid samples (padding stays zero)."""
+        valid = torch.arange(wave.shape[1], device=wave.device)[None] < lengths[:, None]
+        count = lengths.clamp_min(1).to(wave.dtype)[:, None]
+        mean = (wave * valid).sum(1, keepdim=True) / count
+        var = (((wave - mean) * valid) ** 2).sum(1, keepdim=True) / (count - 1).clamp_min(1)
+        return torch.where(valid, (wave - mean) / torch.sqrt(var + 1e-7), torch.zeros_like(wave))
+
+    @torch.no_grad()
+    def encode(self, wave: Tensor, lengths: Tensor | None = None, mask_indices: Tensor | None = None) -> TeacherOutput:
+        """``wave`` [B, N] zero-padded, ``lengths`` [B] samples (None = all N), ``mask_indices``
+        [B, T] bool (True = replace the frame by the teacher's mask embedding) or None."""
+        if wave.dim() != 2:
+            raise TeacherError(f"teacher input must be [B, samples], got {tuple(wave.shape)}")
+        wave = wave.float()
+        if lengths is None:
+            lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long, device=wave.device)
+        padded = bool((lengths < wave.shape[1]).any())
+        if self.normalize:
+            wave = self._normalise(wave, lengths)
+        if mask_indices is not None and not self.supports_masking:
+            raise TeacherError("this teacher has no mask embedding (Hugging Face: masked_spec_embed exists only when "
+                               "config.mask_time_prob > 0); masking distillation needs one")
+        if self.kind == "huggingface":
+            return self._encode_huggingface(wave, lengths if padded else None, mask_indices)
+        return self._encode_s3prl(wave, lengths if padded else None, mask_indices)
+
+    def _encode_huggingface(self, wave: Tensor, lengths: Tensor | None, mask_indices: Tensor | None) -> TeacherOutput:
+        model = self.model
+        attention_mask = None
+        if lengths is not None:
+            attention_mask = (torch.arange(wave.shape[1], device=wave.device)[None] < lengths[:, None]).long()
+        if mask_indices is not None:
+            model.config.apply_spec_augment = True  # else Hugging Face ignores mask_time_indices
+        out = model(wave, attention_mask=attention_mask, mask_time_indices=mask_indices, output_hidden_states=True)
+        hidden = list(out.hidden_states)
+        pad = None
+        if attention_mask is not None:
+            pad = ~model._get_feature_vector_attention_mask(hidden[0].shape[1], attention_mask).bool()
+        return TeacherOutput(hidden, pad)
+
+    def _encode_s3prl(self, wave: Tensor, lengths: Tensor | None, mask_indices: Tensor | None) -> TeacherOutput:
+        expert, model = self.model, self.model.model
+        features = model.feature_extractor(wave).transpose(1, 2)
+        features = model.layer_norm(features)
+        pad = None
+        if lengths is not None:
+            sample_pad = torch.arange(wave.shape[1], device=wave.device)[None] >= lengths[:, None]
+            pad = model.forward_padding_mask(features, sample_pad)
+        if model.post_extract_proj is not None:
+            features = model.post_extract_proj(features)
+        x = model.dropout_input(features)
+        if mask_indices is not None:
+            if mask_indices.shape != x.shape[:2]:
+                raise TeacherError(f"mask_indices {tuple(mask_indices.shape)} do not match the teacher's "
+                                   f"{tuple(x.shape[:2])} frames")
+            x = torch.where(mask_indices.unsqueeze(-1), model.mask_emb.to(x.dtype), x)
+        # s3prl's hooks collect every layer's input and the encoder output: (name, [B, T, D])
+        expert._hook_hiddens.clear()
+        try:
+            model.encoder(x, padding_mask=pad)
+            # trimmed: s3prl's HuBERT pads the layers' input to required_seq_len_multiple (masked keys)
+            hidden = [h[:, : x.shape[1]] for _, h in expert._hook_hiddens]
+        finally:
+            expert._hook_hiddens.clear()
+        if len(hidden) != len(model.encoder.layers) + 1:
+            raise TeacherError(f"expected {len(model.encoder.layers) + 1} hidden states from the s3prl teacher's hooks, "
+                               f"got {len(hidden)}")
+        return TeacherOutput(hidden, pad)
+
 
 def load_teacher(path: str | os.PathLike, *, device: str | torch.device = "cpu", normalize: bool = True,
                  kind: str = "auto") -> LocalTeacher:
     """``kind``: ``huggingface``, ``hubert_local``, ``wavlm_local`` or ``auto`` (a folder with
-    config.json is Hugging Face; a file is a fairseq/s3prl checkpoint, HuBERT unless its name says WavLM)."""
+    config.json is Hugging Face; a file is a fairseq/s3prl checkpoint: WavLM when its name or its
+    weights say so, else HuBERT)."""
     path = Path(path)
     if not path.exists():
         raise TeacherError(f"teacher checkpoint {path} does not exist; give a local Hugging Face HubertModel folder "
                            "or a fairseq hubert_base_ls960.pt (nothing is downloaded)")
-    if kind == "auto":
+    auto = kind == "auto"
+    if auto:
         if path.is_dir():
             kind = "huggingface"
         else:
@@ -67,6 +189,9 @@ def load_teacher(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         model = transformers.AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
         if hasattr(model.config, "layerdrop"):
             model.config.layerdrop = 0.0
+        if config.model_type not in ("hubert", "wavlm", "wav2vec2", "data2vec-audio"):
+            raise TeacherError(f"{path} holds a {config.model_type!r} model; the teacher must be a Hugging Face "
+                               "HubertModel or WavLMModel folder")
     elif kind in ("hubert_local", "wavlm_local"):
         import importlib
 
@@ -75,9 +200,22 @@ def load_teacher(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         obj = load_checkpoint(path, family="HuBERT/WavLM teacher")
         # A raw fairseq file ({"cfg"/"args", "model"}) goes through s3prl's converter, which writes
         # <name>.converted.pt next to it; s3prl-converted files ("model_weight") load directly.
-        raw_fairseq = isinstance(obj, dict) and "model_weight" not in obj and "model" in obj and (
+        # s3prl's WavLM files are {"cfg": dict, "model": state} with WavLM-only keys.
+        is_wavlm = isinstance(obj, dict) and isinstance(obj.get("model"), dict) and any(
+            "relative_attention_bias" in k or k.endswith("grep_a") for k in obj["model"])
+        if is_wavlm and auto:
+            kind = "wavlm_local"
+        raw_fairseq = isinstance(obj, dict) and not is_wavlm and "model_weight" not in obj and "model" in obj and (
             "cfg" in obj or "args" in obj)
         del obj
+        if raw_fairseq:
+            try:
+                import fairseq  # noqa: F401
+            except ImportError:
+                raise TeacherError(
+                    f"{path} is a raw fairseq checkpoint; converting it needs fairseq (s3prl's converter imports it). "
+                    "Convert it once where fairseq is installed (python -m s3prl.upstream.hubert.convert "
+                    f"{path.name}), or give an s3prl-converted file or a Hugging Face HubertModel folder") from None
         family = "hubert" if kind == "hubert_local" else "wavlm"
         hubconf = importlib.import_module(f"s3prl.upstream.{family}.hubconf")
         extra = {"fairseq": True} if raw_fairseq and family == "hubert" else {}

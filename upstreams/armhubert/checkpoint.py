@@ -25,7 +25,8 @@ from ..common.config import load_model_config
 from .config import ARM, STAR, ConfigError, OPTION_KEYS, StudentConfig, student_config
 from .model import StudentModel
 
-__all__ = ["STUDENT_PREFIX", "LoadedStudent", "read_student", "build_student"]
+__all__ = ["STUDENT_PREFIX", "LoadedStudent", "read_student", "build_student", "write_release", "official_distiller",
+           "OFFICIAL_DISTILLER_FIELDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +163,99 @@ def read_student(
     model = build_student(distiller, flavour, state, where=where, path=path)
     del obj, state  # drop the memory map of the file (teacher included)
     return LoadedStudent(model, options, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the release layout (what the official train.py / PyTorch-Lightning 1.7.7 saves)
+# ---------------------------------------------------------------------------------------------
+_OFFICIAL_COMMON = (
+    "extractor_mode", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+    "activation_fn", "layer_grad_scale", "layer_type", "dropout", "attention_dropout", "activation_dropout",
+    "encoder_layerdrop", "dropout_input", "final_dim", "layer_norm_first", "conv_feature_layers", "conv_bias",
+    "feature_grad_mult", "conv_pos", "conv_pos_groups", "pos_conv_depth", "max_positions", "checkpoint_activations",
+    "required_seq_len_multiple", "crop_seq_to_multiple", "init_conv_layers", "init_encoder_layers",
+)
+_OFFICIAL_MASK = _OFFICIAL_COMMON + (
+    "freeze_student_mask", "update_teacher_mask", "depthwise_conv_kernel_size", "attn_type", "pos_enc_type", "fp16",
+    "pred_head_inter_dim", "pred_head_final_dim", "pred_layer_id", "layerwise_proj", "enable_tr_layer",
+    "tr_reduce_factor", "tr_layer_type", "tr_conv1d_kernel", "tr_layer_index",
+)
+#: public fields of the official ``CustomStudentModelConfig`` per ``-m`` model name: the official
+#: wrappers pass ``cfg['distiller']`` to it as keyword arguments, so a yaml may hold no other key
+OFFICIAL_DISTILLER_FIELDS: dict[str, tuple[str, ...]] = {
+    "armhubert": _OFFICIAL_MASK + ("reuse_pattern",),
+    "armwavlm": _OFFICIAL_MASK + ("reuse_pattern",),
+    "maskhubert": _OFFICIAL_MASK,
+    "starhubert": _OFFICIAL_COMMON,
+}
+
+#: the ModelCheckpoint state key of the official train.py (monitor v_loss, one file per epoch)
+LIGHTNING_CALLBACK_KEY = ("ModelCheckpoint{'monitor': 'v_loss', 'mode': 'min', 'every_n_train_steps': 0, "
+                          "'every_n_epochs': 1, 'train_time_interval': None, 'save_on_train_epoch_end': True}")
+
+
+def official_distiller(distiller: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """``distiller`` reduced to the keys the official ``-m model`` config class accepts, with the
+    teacher initialisation switched off as the official wrappers force it."""
+    if model not in OFFICIAL_DISTILLER_FIELDS:
+        raise ValueError(f"unknown official model name {model!r}; use one of {', '.join(OFFICIAL_DISTILLER_FIELDS)}")
+    known = OFFICIAL_DISTILLER_FIELDS[model]
+    out = {k: v for k, v in distiller.items() if k in known}
+    out["init_conv_layers"] = False
+    out["init_encoder_layers"] = 0
+    return out
+
+
+def write_release(path: str | os.PathLike, student_state: Mapping[str, torch.Tensor], training_cfg: Mapping[str, Any], *,
+                  epoch: int, global_step: int, teacher_state: Mapping[str, torch.Tensor] | None = None,
+                  optimizer_states: list | None = None, scaler_state: Mapping | None = None,
+                  hyper_parameters: Any = None, yaml_path: str | os.PathLike | None = None,
+                  with_hparams: bool = True) -> Path:
+    """Write a release ``.ckpt``: top-level keys in PyTorch-Lightning 1.7.7's order, ``state_dict``
+    with the teacher (if given) under ``teacher_model.model.`` followed by the student under
+    ``student_model.``, the training yaml in ``hyper_parameters['cfg']`` (a plain dict unless
+    ``hyper_parameters`` is given), and optionally the yaml itself at ``yaml_path`` (what ``-g``
+    takes; ``yaml.dump(sort_keys=False)`` as the official ``dump_yaml``)."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state: dict[str, torch.Tensor] = {}
+    if teacher_state is not None:
+        state.update({f"teacher_model.model.{k}": v for k, v in teacher_state.items()})
+    state.update({f"{STUDENT_PREFIX}{k}": v for k, v in student_state.items()})
+    checkpoint: dict[str, Any] = {
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "pytorch-lightning_version": "1.7.7",
+        "state_dict": state,
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": int(epoch) + 1,
+                                                                               "completed": int(epoch)}}}},
+        "callbacks": {LIGHTNING_CALLBACK_KEY: {
+            "monitor": "v_loss", "best_model_score": None, "best_model_path": str(path),
+            "current_score": None, "dirpath": str(path.parent), "best_k_models": {},
+            "kth_best_model_path": "", "kth_value": torch.tensor(float("inf")), "last_model_path": str(path),
+        }},
+        "optimizer_states": list(optimizer_states or []),
+        "lr_schedulers": [],
+    }
+    if scaler_state:
+        checkpoint["NativeMixedPrecisionPlugin"] = dict(scaler_state)
+    if with_hparams:
+        checkpoint["hparams_name"] = "kwargs"
+        checkpoint["hyper_parameters"] = hyper_parameters if hyper_parameters is not None else {"cfg": dict(training_cfg)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    if yaml_path is not None:
+        Path(yaml_path).write_text(yaml.dump(_plain(training_cfg), sort_keys=False))
+    return path
+
+
+def _plain(obj: Any) -> Any:
+    """Nested mappings/sequences as plain dicts/lists (yaml.dump writes no Python tags)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -76,11 +76,15 @@ class StudentEncoder(nn.Module):
             for index, computes in enumerate(self.reuse_pattern)
         ]
 
-    def forward(self, x: Tensor, pad: Tensor | None, *, official_batching: bool = False) -> list[Tensor]:
-        """``x`` [B, T, D], ``pad`` [B, T] (True = padding) or None -> every layer's output."""
+    def forward(self, x: Tensor, pad: Tensor | None, *, official_batching: bool = False,
+                return_input: bool = False) -> list[Tensor] | tuple[list[Tensor], Tensor]:
+        """``x`` [B, T, D], ``pad`` [B, T] (True = padding) or None -> every layer's output;
+        with ``return_input`` also the input of the first layer (``LN(x + pos_conv(x))`` before
+        dropout: the official STaR student's ``pre_trf``)."""
         if pad is not None:
             x = x.masked_fill(pad.unsqueeze(-1), 0.0)
         x = self.layer_norm(x + self.pos_conv(x))
+        layer_input = x
         x = F.dropout(x, self.dropout, self.training)
         bias = attention_bias(pad, x.dtype)
         outputs = []
@@ -106,7 +110,7 @@ class StudentEncoder(nn.Module):
                 outputs.append(_scale_grad(x, 1 - mult))
             else:
                 outputs.append(x)
-        return outputs
+        return (outputs, layer_input) if return_input else outputs
 
     @staticmethod
     def _official_order(probs: Tensor) -> Tensor:
@@ -153,12 +157,18 @@ class StudentModel(nn.Module):
     def downsample_rate(self) -> int:
         return self.feature_extractor.total_stride
 
-    def forward(self, wavs: Tensor, lengths: Tensor, *, official_batching: bool = False) -> dict:
+    def forward(self, wavs: Tensor, lengths: Tensor, *, official_batching: bool = False,
+                mask_indices: Tensor | None = None, return_layer_input: bool = False) -> dict:
         """``wavs`` [B, L] zero-padded at 16 kHz, ``lengths`` [B] -> dict with ``hidden_states``
         (ARM: projection heads [B, T, 768]; STaR: layer outputs [B, T, D]), ``layer_results``
-        and ``padding_mask`` [B, T]."""
-        # Equal lengths (or one utterance) need no masking at all; one host sync per batch decides.
-        uniform = wavs.shape[0] == 1 or bool((lengths == lengths[0]).all())
+        and ``padding_mask`` [B, T].
+
+        Training only: ``mask_indices`` [B, T] (True = masked) replaces those frames by
+        ``mask_emb`` after the input dropout (masking distillation); ``return_layer_input`` adds
+        ``layer_input``, the input of the first layer [B, T, D] (STaR's intra-layer loss)."""
+        # Unpadded batches need no masking at all; one host sync per batch decides. (Compared with
+        # the padded width, not lengths[0]: training may pad a batch beyond its longest utterance.)
+        uniform = bool((lengths == wavs.shape[1]).all())
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.feature_grad_mult > 0):
             features = self.feature_extractor(wavs, None if uniform else lengths, stats_over_padding=official_batching)
         features = _scale_grad(features, self.cfg.feature_grad_mult) if self.cfg.feature_grad_mult > 0 else features
@@ -170,10 +180,23 @@ class StudentModel(nn.Module):
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
         x = F.dropout(x, self.cfg.dropout_input, self.training)
+        if mask_indices is not None:
+            if not hasattr(self, "mask_emb"):
+                raise ValueError("mask_indices needs a student with mask_emb (ARMHuBERT/MaskHuBERT flavour)")
+            if mask_indices.shape != x.shape[:2]:
+                raise ValueError(f"mask_indices {tuple(mask_indices.shape)} does not match the {tuple(x.shape[:2])} "
+                                 "frames of the student")
+            x = torch.where(mask_indices.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         pad = None if uniform else padding_mask(frames, x.shape[1])
-        layer_results = self.encoder(x, pad, official_batching=official_batching)
+        layer_input = None
+        layer_results = self.encoder(x, pad, official_batching=official_batching, return_input=return_layer_input)
+        if return_layer_input:
+            layer_results, layer_input = layer_results
         if self.cfg.flavour == ARM:
             hidden = [head(h) for head, h in zip(self.proj_head, layer_results)]
         else:
             hidden = list(layer_results)
-        return {"hidden_states": hidden, "layer_results": layer_results, "padding_mask": pad}
+        out = {"hidden_states": hidden, "layer_results": layer_results, "padding_mask": pad}
+        if return_layer_input:
+            out["layer_input"] = layer_input
+        return out

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from ..common.checkpoint import cached_download_path
+from .checkpoint import write_release
 from .config import ARM, PUBLISHED, STAR, student_config
 from .model import StudentModel
 from .releases import RELEASES
@@ -148,37 +149,16 @@ def write_release_checkpoint(path: Path, distiller: dict, flavour: str, *, seed:
     if final_proj:
         student_state["final_proj.weight"] = torch.randn(768, student.cfg.encoder_embed_dim)
         student_state["final_proj.bias"] = torch.randn(768)
-    state.update({f"student_model.{k}": v.clone() for k, v in student_state.items()})
+    student_state = {k: v.clone() for k, v in student_state.items()}
     model_name = "starhubert" if flavour == STAR else ("armhubert" if student.cfg.reuses_attention else "maskhubert")
     cfg = training_yaml(distiller, model=model_name, extra_keys=extra_keys)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    teacher_state = {k[len("teacher_model.model."):]: v for k, v in state.items()}
     with _lightning_attribute_dict() as attribute_dict:
-        checkpoint: dict[str, Any] = {
-            "epoch": 3,
-            "global_step": 120,
-            "pytorch-lightning_version": "1.7.7",
-            "state_dict": state,
-            "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 4, "completed": 3}}}},
-            "callbacks": {
-                "ModelCheckpoint{'monitor': 'v_loss', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 1, "
-                "'train_time_interval': None, 'save_on_train_epoch_end': True}": {
-                    "monitor": "v_loss", "best_model_score": torch.tensor(0.5), "best_model_path": str(path),
-                    "current_score": torch.tensor(0.5), "dirpath": str(path.parent), "best_k_models": {},
-                    "kth_best_model_path": "", "kth_value": torch.tensor(float("inf")), "last_model_path": str(path),
-                },
-            },
-            "optimizer_states": [_optimizer_state(student)],
-            "lr_schedulers": [],
-            "NativeMixedPrecisionPlugin": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
-                                           "growth_interval": 2000, "_growth_tracker": 0},
-        }
-        if with_hparams:
-            checkpoint["hparams_name"] = "kwargs"
-            checkpoint["hyper_parameters"] = attribute_dict(cfg=cfg)
-        torch.save(checkpoint, path)
-    if yaml_path is not None:
-        Path(yaml_path).write_text(yaml.dump(cfg, sort_keys=False))
+        write_release(path, student_state, cfg, epoch=3, global_step=120, teacher_state=teacher_state,
+                      optimizer_states=[_optimizer_state(student)],
+                      scaler_state={"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                    "growth_interval": 2000, "_growth_tracker": 0},
+                      hyper_parameters=attribute_dict(cfg=cfg), yaml_path=yaml_path, with_hparams=with_hparams)
     return student
 
 
