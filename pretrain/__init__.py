@@ -17,6 +17,7 @@ RECIPE_MODULES: dict[str, str] = {
     "armhubert": "s3prl_plugins.pretrain.distill", "armwavlm": "s3prl_plugins.pretrain.distill",
     "maskhubert": "s3prl_plugins.pretrain.distill",
     "starhubert": "s3prl_plugins.pretrain.distill", "starwavlm": "s3prl_plugins.pretrain.distill",
+    "melhubert": "s3prl_plugins.pretrain.melhubert",
 }
 
 
@@ -38,4 +39,5 @@ S3PRL_RECIPES.update({
     "m2das": _recipe_entry("m2das", "m2d_as_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
     "m2dx": _recipe_entry("m2dx", "m2d_x_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
     "dasheng": _recipe_entry("dasheng", "dasheng_base.yaml", "config_runner_dasheng.yaml"),
+    "melhubert": _recipe_entry("melhubert", "melhubert_20ms.yaml", "config_runner_melhubert.yaml"),
 })

@@ -6,6 +6,10 @@ Steps (each resumable: finished outputs are skipped; progress bars; parallel wor
 * ``librispeech`` LibriSpeech -> log-mel + HuBERT layer-9 features from a LOCAL teacher + CSV (M2D-S)
 * ``audioset``    M2D file list + AudioSet segment CSVs -> weighted labelled list (M2D-AS)
 * ``shards``      audio folder or list -> uncompressed webdataset ``.tar`` shards (Dasheng)
+* ``buckets``     LibriSpeech folders -> s3prl bucket CSVs ``len_for_bucket/<set>.csv`` (MelHuBERT 1/4)
+* ``fbank``       bucket CSVs -> raw 40-bin Kaldi fbank ``.npy`` + ``fbank.csv`` + ``mean-std.npy`` [2, 40] (2/4)
+* ``kmeans``      fbank frames (stage 1) or a stage-1 model's layer (stage 2) -> k-means centroids (3/4)
+* ``labels``      centroids -> per-utterance 10 ms cluster labels + the training list ``labels.csv`` (4/4)
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import torch
 from .data import AUDIO_EXTENSIONS, DataError, load_audio
 
 __all__ = ["find_audio", "logmel_of", "prepare_logmel", "prepare_librispeech", "prepare_audioset_list",
-           "prepare_shards", "main"]
+           "prepare_shards", "prepare_buckets", "prepare_fbank", "main"]
 
 SAMPLE_RATE = 16000
 
@@ -236,6 +240,144 @@ def prepare_shards(source, output, *, per_shard: int = 10000, prefix: str = "sha
         return list(_progress(pool.map(run, enumerate(groups)), len(groups), "shards", progress))
 
 
+# ---------------------------------------------------------------------------------------------
+# MelHuBERT: bucket CSVs, fbank + statistics (k-means and labels live in .kmeans)
+# ---------------------------------------------------------------------------------------------
+def prepare_buckets(libri_root, output=None, *, sets: Sequence[str] | None = None, workers: int = 4,
+                    progress: bool = True) -> list[Path]:
+    """LibriSpeech folders -> s3prl's ``len_for_bucket/<set>.csv`` (``,file_path,length,label``,
+    longest first, lengths in samples), the files s3prl's LibriSpeech readers expect; written by
+    ``s3prl_plugins.data``'s ``write_bucket_csvs``. Sets whose CSV exists are skipped."""
+    import soundfile
+
+    from ..data.datasets import write_bucket_csvs
+
+    libri_root = Path(libri_root)
+    output = Path(output) if output else libri_root / "len_for_bucket"
+    if not libri_root.is_dir():
+        raise DataError(f"LibriSpeech root {libri_root} does not exist")
+    sets = list(sets) if sets else sorted(p.name for p in libri_root.iterdir()
+                                          if p.is_dir() and any(p.glob("*/*/*.flac")))
+    written = []
+    for name in sets:
+        target = output / f"{name}.csv"
+        if target.exists():
+            written.append(target)
+            continue
+        files = sorted((libri_root / name).rglob("*.flac"))
+        if not files:
+            raise DataError(f"no .flac files under {libri_root / name}; is {libri_root} the LibriSpeech root "
+                            "(holding train-clean-100/, dev-clean/, ...)?")
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            frames = list(_progress(pool.map(lambda f: soundfile.info(str(f)).frames, files), len(files),
+                                    f"lengths of {name}", progress))
+        written += write_bucket_csvs(libri_root, output, [name], lengths=dict(zip(files, frames)))
+    return written
+
+
+def _melhubert_fbank():
+    """The upstream front end's Kaldi fbank (the very module MelHuBERT uses at inference)."""
+    from ..upstreams.melhubert.frontend import WAVEFORM_SCALE, MelHuBERTFrontEnd
+    from ..upstreams.melhubert.stats import NormalisationStats
+
+    identity = NormalisationStats(torch.zeros(40), torch.ones(40), "none")
+    return MelHuBERTFrontEnd(10, identity).fbank, WAVEFORM_SCALE
+
+
+def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = ("train-clean-100",),
+                  batch_size: int = 16, workers: int = 4, device: str = "cpu", progress: bool = True) -> Path:
+    """LibriSpeech utterances of the bucket CSVs -> raw 40-bin Kaldi fbank ``<output>/fbank/<key>.npy``
+    (float32 [T, 40], 10 ms frames; key = the audio path without suffix), the list
+    ``<output>/fbank.csv`` (``key,file_path,length``, longest first) and the statistics
+    ``<output>/mean-std.npy`` (float64 [2, 40]: per-bin mean and std over every frame, the
+    official layout). Existing feature files are reused (they still count in the statistics)."""
+    from .data import read_table
+
+    libri_root, output = Path(libri_root), Path(output)
+    bucket_dir = Path(bucket_dir) if bucket_dir else libri_root / "len_for_bucket"
+    entries = []
+    for name in sets:
+        csv_path = bucket_dir / f"{name}.csv"
+        if not csv_path.is_file():
+            raise DataError(f"{csv_path} does not exist; write it first: python -m s3prl_plugins.pretrain.prepare "
+                            f"buckets {libri_root} --sets {name}")
+        for row in read_table(csv_path):
+            rel = Path(row["file_path"])
+            entries.append((rel.with_suffix("").as_posix(), rel, int(row["length"])))
+    entries.sort(key=lambda e: -e[2])
+    fbank, scale = _melhubert_fbank()
+    fbank.to(device)
+    sums = np.zeros((2, 40))  # per-bin sum and sum of squares, float64
+    frames_total = 0
+    rows = []
+
+    def accumulate(key: str, features: np.ndarray) -> None:
+        nonlocal frames_total
+        x = features.astype(np.float64)
+        sums[0] += x.sum(axis=0)
+        sums[1] += (x * x).sum(axis=0)
+        frames_total += len(x)
+        rows.append([key, f"fbank/{key}.npy", len(x)])
+
+    todo = []
+    for key, rel, _ in entries:
+        target = output / "fbank" / f"{key}.npy"
+        if target.exists():
+            accumulate(key, np.load(target))
+        else:
+            todo.append((key, rel))
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        loaded = pool.map(lambda batch: [load_audio(str(libri_root / rel), SAMPLE_RATE) for _, rel in batch], batches)
+        for batch, waves in _progress(zip(batches, loaded), len(batches), "fbank", progress):
+            lengths = torch.tensor([len(w) for w in waves])
+            padded = torch.zeros(len(waves), int(lengths.max()))
+            for i, wave in enumerate(waves):
+                padded[i, : len(wave)] = torch.from_numpy(wave)
+            with torch.inference_mode():
+                features, num_frames = fbank(padded.to(device) * scale, lengths.to(device))
+            features, num_frames = features.cpu().numpy(), num_frames.cpu().tolist()
+            for (key, _), feats, n in zip(batch, features, num_frames):
+                feats = np.ascontiguousarray(feats[:n], dtype=np.float32)
+                _write_npy(output / "fbank" / f"{key}.npy", feats)
+                accumulate(key, feats)
+    if frames_total == 0:
+        raise DataError(f"no utterances in {bucket_dir} for sets {list(sets)}")
+    mean = sums[0] / frames_total
+    std = np.sqrt(np.maximum(sums[1] / frames_total - mean * mean, 0.0))
+    if not np.all(std > 0):
+        raise DataError("some fbank bin has zero variance over the data (silent or constant audio?)")
+    tmp = output / ".mean-std.tmp.npy"
+    np.save(tmp, np.stack([mean, std]))
+    os.replace(tmp, output / "mean-std.npy")
+    rows.sort(key=lambda r: -r[2])
+    _write_csv(output / "fbank.csv", ["key", "file_path", "length"], rows)
+    return output / "fbank.csv"
+
+
+def _melhubert_step(args) -> int:
+    from .kmeans import fit_kmeans, write_labels
+
+    def names(text: str) -> list[str]:
+        return [n for n in text.split(",") if n]
+
+    if args.step == "buckets":
+        for path in prepare_buckets(args.libri_root, args.output, sets=names(args.sets), workers=args.workers):
+            print(path)
+    elif args.step == "fbank":
+        csv_path = prepare_fbank(args.libri_root, args.output, bucket_dir=args.bucket_dir, sets=names(args.sets),
+                                 batch_size=args.batch_size, workers=args.workers, device=args.device)
+        print(csv_path)
+        print(csv_path.parent / "mean-std.npy")
+    elif args.step == "kmeans":
+        print(fit_kmeans(args.features_csv, args.output, stats=args.stats, checkpoint=args.checkpoint,
+                         layer=args.layer, clusters=args.clusters, percent=args.percent, seed=args.seed,
+                         device=args.device, batch_size=args.batch_size, n_init=args.n_init, max_iter=args.max_iter))
+    else:
+        print(write_labels(args.features_csv, args.kmeans, args.output, device=args.device))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s3prl_plugins.pretrain.prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,8 +408,56 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-shard", type=int, default=10000)
     p.add_argument("--prefix", default="shard")
     p.add_argument("--workers", type=int, default=4)
+    p = sub.add_parser("buckets", help="MelHuBERT 1/4: LibriSpeech folders -> s3prl bucket CSVs (file, length)",
+                       description="Write s3prl's len_for_bucket/<set>.csv (,file_path,length,label; lengths in "
+                                   "samples, longest first) for LibriSpeech sets. Existing CSVs are kept.")
+    p.add_argument("libri_root", help="LibriSpeech root (holding train-clean-100/, ...)")
+    p.add_argument("--output", help="bucket folder (default: <libri_root>/len_for_bucket)")
+    p.add_argument("--sets", default="", help="comma-separated sets (default: every folder with .flac files)")
+    p.add_argument("--workers", type=int, default=4)
+    p = sub.add_parser("fbank", help="MelHuBERT 2/4: 40-bin Kaldi fbank .npy + [2, 40] mean/std",
+                       description="Raw 40-bin Kaldi fbank of every utterance (the upstream front end's fbank: "
+                                   "waveform x 2**15, hamming 25 ms / 10 ms, dither 0) -> OUTPUT/fbank/<key>.npy, "
+                                   "the list OUTPUT/fbank.csv and the statistics OUTPUT/mean-std.npy (float64 "
+                                   "[2, 40]: mean, std; the official libri-*-mean-std.npy layout). Resumable.")
+    p.add_argument("libri_root")
+    p.add_argument("output", help="feature folder, e.g. data/melhubert/libri360")
+    p.add_argument("--sets", default="train-clean-100", help="comma-separated bucket CSV names (default %(default)s)")
+    p.add_argument("--bucket-dir", help="s3prl bucket folder (default: <libri_root>/len_for_bucket)")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per fbank batch")
+    p.add_argument("--workers", type=int, default=4, help="audio decoding threads")
+    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("kmeans", help="MelHuBERT 3/4: fit k-means on fbank frames (stage 1) or a model layer (stage 2)",
+                       description="scikit-learn MiniBatchKMeans with fairseq simple_kmeans' settings on the "
+                                   "frames of --percent of the utterances. Stage 1: the normalised fbank frames. "
+                                   "Stage 2: hidden state --layer of the stage-1 model --checkpoint (0 = projected "
+                                   "input, k = transformer layer k). Writes OUTPUT.npy (centroids) + OUTPUT.json.")
+    p.add_argument("features_csv", help="fbank.csv of the fbank step")
+    p.add_argument("output", help="centroid file, e.g. data/melhubert/km_stage1.npy")
+    p.add_argument("--stats", help="[2, 40] mean/std .npy (default: mean-std.npy beside features_csv)")
+    p.add_argument("--checkpoint", help="stage 2: the stage-1 model (.ckpt / .weights.pt of its export)")
+    p.add_argument("--layer", type=int, help="stage 2: which hidden state to cluster (HuBERT Base iteration 2: 6)")
+    p.add_argument("--clusters", type=int, default=512, help="number of clusters (default %(default)s)")
+    p.add_argument("--percent", type=float, default=0.1,
+                   help="fraction of utterances to fit on (default %(default)s; <= 0 or >= 1: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="device of the stage-1 model (stage 2)")
+    p.add_argument("--batch-size", type=int, default=10000, help="MiniBatchKMeans batch size (default %(default)s)")
+    p.add_argument("--n-init", type=int, default=20, help="MiniBatchKMeans initialisations (default %(default)s)")
+    p.add_argument("--max-iter", type=int, default=100, help="MiniBatchKMeans epochs (default %(default)s)")
+    p = sub.add_parser("labels", help="MelHuBERT 4/4: cluster labels (10 ms) + the training list labels.csv",
+                       description="Nearest-centroid label of every frame, with the features the k-means was "
+                                   "fitted on (read from its .json), written as OUTPUT/<key>.npy at 10 ms (20 ms "
+                                   "models' labels repeated) and the training list OUTPUT/labels.csv "
+                                   "(file_path,label_path,length) for data.sets. Existing label files are kept.")
+    p.add_argument("features_csv", help="fbank.csv of the fbank step")
+    p.add_argument("kmeans", help="centroids of the kmeans step (.npy with its .json)")
+    p.add_argument("output", help="label folder, e.g. data/melhubert/labels_stage1")
+    p.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
+        if args.step in ("buckets", "fbank", "kmeans", "labels"):
+            return _melhubert_step(args)
         if args.step == "logmel":
             print(prepare_logmel(args.source, args.output, csv_name=args.csv_name, min_seconds=args.min_seconds,
                                  workers=args.workers))
@@ -285,10 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # teacher loading problems
+    except Exception as error:  # teacher / stage-1 checkpoint loading problems
+        from ..upstreams.common.checkpoint import CheckpointError
+        from .config import ConfigError
         from .teacher import TeacherError
 
-        if isinstance(error, TeacherError):
+        if isinstance(error, (TeacherError, CheckpointError, ConfigError)):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise
