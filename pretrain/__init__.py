@@ -39,5 +39,8 @@ S3PRL_RECIPES.update({
     "m2das": _recipe_entry("m2das", "m2d_as_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
     "m2dx": _recipe_entry("m2dx", "m2d_x_vit_base-80x608p16x16.yaml", "config_runner_m2d.yaml"),
     "dasheng": _recipe_entry("dasheng", "dasheng_base.yaml", "config_runner_dasheng.yaml"),
+    "armhubert": _recipe_entry("armhubert", "armhubert_960.yaml", "config_runner_armhubert.yaml"),
+    "maskhubert": _recipe_entry("maskhubert", "maskhubert_960.yaml", "config_runner_maskhubert.yaml"),
+    "starhubert": _recipe_entry("starhubert", "starhubert_960.yaml", "config_runner_starhubert.yaml"),
     "melhubert": _recipe_entry("melhubert", "melhubert_20ms.yaml", "config_runner_melhubert.yaml"),
 })
