@@ -1,0 +1,111 @@
+"""MelHuBERT pre-training end to end: torchrun DDP equivalence, s3prl's run_pretrain.py through the
+installer, and the stage-2 export running in s3prl's run_downstream.py."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from s3prl_plugins import installer
+
+from .helpers import accuracies, run_downstream_e2e
+from .test_pretrain_e2e import _env, _free_port, s3prl_copy  # noqa: F401  (fixture)
+from .test_pretrain_melhubert import melhubert_data, melhubert_runs, tiny_config, train  # noqa: F401  (fixtures)
+
+
+def _step_losses(stdout: str) -> dict[int, float]:
+    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"\] step (\d+) loss=([0-9.eE+-]+)", stdout)}
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(melhubert_data, tmp_path):
+    """Crops and masks come from each sample's own generator and the loss is normalised by the
+    masked-frame count of the global micro-batch, so 2 x batch 2 is 1 x batch 4 (up to float
+    summation order, which Adam turns into differences of about lr x 1e-1). Dropout draws from
+    each process's own torch generator (as in any DDP run), so it is off here."""
+    torch.set_num_threads(1)
+    cfg = tiny_config(melhubert_data["labels1"], melhubert_data["stats"], total_steps=3, lr=5e-5)
+    cfg["model"].update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    single = train(cfg, tmp_path / "single")
+    cfg["train"]["batch_size"] = 2
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               "-m", "s3prl_plugins.pretrain", "melhubert", "--config", str(tmp_path / "ddp.yaml"),
+               "--output", str(tmp_path / "ddp"), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
+    # the logged loss (mean over processes) is the single-process loss of the same 4 utterances
+    # (printed with 5 significant digits)
+    ddp_losses = _step_losses(result.stdout)
+    for record in single.history:
+        assert abs(ddp_losses[record["step"]] - record["loss"]) < 1e-4, (ddp_losses, single.history)
+    a = torch.load(tmp_path / "single" / "checkpoints" / "step-000000003.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp" / "checkpoints" / "step-000000003.pt", weights_only=True)
+    assert b["world_size"] == 2 and len(b["rng"]) == 2
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], atol=1e-5, rtol=0), (key, (value - b["model"][key]).abs().max())
+    from s3prl_plugins.pretrain.trainer import seed_everything
+
+    seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
+    initial = single.recipe.build_model().state_dict()
+    key = "encoder.layers.0.fc1.weight"
+    assert (a["model"][key] - initial[key]).abs().max() > 5e-5  # the weights did move
+
+
+@pytest.mark.slow
+def test_run_pretrain_with_installed_melhubert_recipe(melhubert_data, s3prl_copy, tmp_path):
+    installer.install(s3prl_copy, log=lambda *_: None)
+    folder = s3prl_copy / "pretrain" / "melhubert"
+    assert {"pretrain_expert.py", "config_model.yaml", "config_runner.yaml"} <= {p.name for p in folder.iterdir()}
+    shipped_runner = yaml.safe_load((folder / "config_runner.yaml").read_text())
+    assert shipped_runner["optimizer"]["torch_optim_name"] == "Adam" and "scheduler" not in shipped_runner
+    model_cfg = tiny_config(melhubert_data["labels1"], melhubert_data["stats"])
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_cfg))
+    runner = {"runner": {"n_epochs": -1, "total_steps": 4, "gradient_clipping": 10.0, "gradient_accumulate_steps": 2,
+                         "log_step": 1, "save_step": 2, "max_keep": 2, "fp16": False},
+              "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": 1e-4, "betas": [0.9, 0.999],
+                            "eps": 1e-8, "weight_decay": 0},
+              "pretrain_expert": {"datarc": {"train_batch_size": 4, "num_workers": 0}}}
+    (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
+    env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "melhubert", "-n", "tiny", "-p", "s3run",
+               "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    states = tmp_path / "s3run" / "states-4.ckpt"
+    assert states.is_file()
+    saved = torch.load(states, map_location="cpu", weights_only=False)
+    assert saved["Upstream_Config"]["recipe_state"]["stats"]  # the statistics travel in the checkpoint
+
+    exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
+                               "--output", str(tmp_path / "export")], capture_output=True, text=True, env=_env(),
+                              timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    checkpoint = Path(exported.stdout.strip().splitlines()[-1])
+    assert checkpoint.name == "melhubert_20ms-step4.ckpt"
+    official = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert list(official) == ["Optimizer", "Step", "Args", "Runner", "model", "Upstream_Config"]
+    # s3prl's Adam (one group, model order) carried over with its moments
+    assert len(official["Optimizer"]["state"]) == len(official["model"])
+    for name, moments in zip(official["model"], official["Optimizer"]["state"].values()):
+        assert moments["exp_avg"].shape == official["model"][name].shape
+    for name, value in saved["Model"].items():
+        assert torch.equal(official["model"][name], value)
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert not (s3prl_copy / "pretrain" / "melhubert").exists()
+
+
+@pytest.mark.slow
+def test_stage2_export_runs_in_run_downstream(melhubert_runs, superb_data, tmp_path):
+    folder = melhubert_runs["export2"]
+    dirs = run_downstream_e2e("melhubert_local", melhubert_runs["ckpt2"], folder / "melhubert_local.yaml", superb_data,
+                              tmp_path / "downstream", tasks=("speech_commands",))
+    found = accuracies(dirs["speech_commands"])
+    assert found.get("test"), found
