@@ -22,6 +22,10 @@ EPILOG = textwrap.dedent("""\
       python -m s3prl_plugins.pretrain m2ds --config m2d_s_vit_base-80x400p80x2 --loss_m2d 1 --loss_off 0.5 \\
           --noise_ratio 0.2 --set train.batch_size=256 --set train.accum_steps=2 --output runs/m2ds
 
+      # MelHuBERT: fbank + k-means labels first (python -m s3prl_plugins.pretrain.prepare --help, steps buckets,
+      # fbank, kmeans, labels), then stage 1; stage 2 = the same with labels from a stage-1 layer (*_stage2 configs)
+      python -m s3prl_plugins.pretrain melhubert --config melhubert_20ms --output runs/melhubert_20ms_stage1
+
       # a run resumes by itself from its output folder; or from a given checkpoint:
       python -m s3prl_plugins.pretrain m2d --config my.yaml --output runs/m2d --resume runs/m2d/checkpoints/step-000010000.pt
 
@@ -39,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m s3prl_plugins.pretrain",
         description="Pre-train an M2D / M2D-S / M2D-AS / M2D-X / Dasheng model (recipes: m2d, m2ds, m2das, m2dx, "
                     "dasheng). "
+                    "MelHuBERT: recipe melhubert (10/20 ms, stage 1 and 2). "
                     "Use `list` to see recipes and shipped configs, `export` to convert a training checkpoint.",
         epilog=EPILOG.format(configs=shipped), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe name (m2d, m2ds, m2das, m2dx, dasheng), or `list`, or `export`")
