@@ -194,10 +194,12 @@ def fit_kmeans(features_csv: str | os.PathLike, output: str | os.PathLike, *, st
     if len(data) < clusters:
         raise DataError(f"{len(data)} frames for {clusters} clusters; raise --percent or lower --clusters")
     options = {**FAIRSEQ_KMEANS, **kmeans_options}
-    print(f"[kmeans] MiniBatchKMeans({clusters} clusters) on {len(data)} frames x {data.shape[1]} dims from "
-          f"{len(chosen)} utterances ({source.describe()['source']})", flush=True)
-    km = MiniBatchKMeans(n_clusters=clusters, compute_labels=False, init_size=None, random_state=seed,
-                         verbose=int(progress), **options)
+    print(f"[kmeans] fitting MiniBatchKMeans({clusters} clusters, {options['n_init']} initialisations, up to "
+          f"{options['max_iter']} passes) on {len(data)} frames x {data.shape[1]} dims from {len(chosen)} utterances "
+          f"({source.describe()['source']})", flush=True)
+    # verbose=0: scikit-learn would print one line per mini-batch (millions on LibriSpeech)
+    km = MiniBatchKMeans(n_clusters=clusters, compute_labels=False, init_size=None, random_state=seed, verbose=0,
+                         **options)
     km.fit(data)
     inertia = float(-km.score(data) / len(data))
     centroids = km.cluster_centers_.astype(np.float32)

@@ -387,3 +387,14 @@ def test_reader_names_missing_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("file_path,length\na.npy,400\n")
     with pytest.raises(DataError, match="label_path"):
         FbankLabelList([tmp_path / "bad.csv"])
+
+
+def test_fbank_step_resumes_without_recomputing(melhubert_data):
+    features_csv = melhubert_data["features_csv"]
+    folder = features_csv.parent
+    first = folder / list(csv.DictReader(open(features_csv)))[0]["file_path"]
+    before = (first.stat().st_mtime_ns, features_csv.read_text(), np.load(folder / "mean-std.npy"))
+    assert prepare.main(["fbank", str(melhubert_data["libri"]), str(folder), "--sets", ",".join(SETS),
+                         "--bucket-dir", str(melhubert_data["root"] / "len_for_bucket")]) == 0
+    assert first.stat().st_mtime_ns == before[0] and features_csv.read_text() == before[1]
+    np.testing.assert_array_equal(np.load(folder / "mean-std.npy"), before[2])
