@@ -37,7 +37,7 @@ import torch
 from .data import DataError, read_table
 
 __all__ = ["FEATURE_LIST_COLUMNS", "FbankFrames", "LayerFeatures", "read_feature_list", "feature_source",
-           "fit_kmeans", "write_labels", "nearest_centroid", "label_counts", "FAIRSEQ_KMEANS"]
+           "fit_kmeans", "write_labels", "default_stats", "nearest_centroid", "label_counts", "FAIRSEQ_KMEANS"]
 
 #: the feature list written by the ``fbank`` step
 FEATURE_LIST_COLUMNS = ("key", "file_path", "length")
@@ -90,7 +90,7 @@ class FbankFrames:
         from .melhubert import resolve_stats
 
         self.stats = resolve_stats(stats)
-        self.stats_choice = str(stats)
+        self.stats_choice = _absolute(stats)
 
     def __call__(self, fbank: np.ndarray) -> np.ndarray:
         from .melhubert import normalise
@@ -130,7 +130,7 @@ class LayerFeatures:
         self.checkpoint = str(Path(checkpoint).resolve())
         self.frame_period_ms = config.frame_period_ms
         self.stats = resolve_stats(stats)
-        self.stats_choice = str(stats)
+        self.stats_choice = _absolute(stats)
 
     @torch.inference_mode()
     def __call__(self, fbank: np.ndarray) -> np.ndarray:
@@ -145,6 +145,22 @@ class LayerFeatures:
     def describe(self) -> dict:
         return {"source": "layer", "checkpoint": self.checkpoint, "layer": self.layer, "stats": self.stats_choice,
                 "frame_period_ms": self.frame_period_ms}
+
+
+def default_stats(features_csv: str | os.PathLike, checkpoint: str | None = None) -> str:
+    """The statistics a stage-1 export was trained with (``mean-std.npy`` beside it), else
+    those of the fbank step (``mean-std.npy`` beside the feature list)."""
+    if checkpoint is not None:
+        beside = Path(checkpoint).resolve().parent / "mean-std.npy"
+        if beside.is_file():
+            return str(beside)
+    return str(Path(features_csv).resolve().parent / "mean-std.npy")
+
+
+def _absolute(stats: str) -> str:
+    """An existing file as an absolute path (the label step may run elsewhere); names as given."""
+    path = Path(stats).expanduser()
+    return str(path.resolve()) if path.is_file() else str(stats)
 
 
 def feature_source(*, stats: str, checkpoint: str | None = None, layer: int | None = None, device: str = "cpu"):
@@ -180,7 +196,7 @@ def fit_kmeans(features_csv: str | os.PathLike, output: str | os.PathLike, *, st
     meta_path = output.with_suffix(".json")
     if output.exists() and meta_path.exists():
         return output
-    stats = stats or str(Path(features_csv).resolve().parent / "mean-std.npy")
+    stats = stats or default_stats(features_csv, checkpoint)
     source = feature_source(stats=stats, checkpoint=checkpoint, layer=layer, device=device)
     rows = read_feature_list(features_csv)
     rng = np.random.default_rng(seed)
@@ -196,7 +212,7 @@ def fit_kmeans(features_csv: str | os.PathLike, output: str | os.PathLike, *, st
     options = {**FAIRSEQ_KMEANS, **kmeans_options}
     print(f"[kmeans] fitting MiniBatchKMeans({clusters} clusters, {options['n_init']} initialisations, up to "
           f"{options['max_iter']} passes) on {len(data)} frames x {data.shape[1]} dims from {len(chosen)} utterances "
-          f"({source.describe()['source']})", flush=True)
+          f"({source.describe()['source']}, normalised with {source.stats_choice})", flush=True)
     # verbose=0: scikit-learn would print one line per mini-batch (millions on LibriSpeech)
     km = MiniBatchKMeans(n_clusters=clusters, compute_labels=False, init_size=None, random_state=seed, verbose=0,
                          **options)

@@ -275,6 +275,28 @@ def prepare_buckets(libri_root, output=None, *, sets: Sequence[str] | None = Non
     return written
 
 
+def _prefetch(pool: ThreadPoolExecutor, function, items: Sequence, depth: int):
+    """``function(item)`` for each item in order, at most ``depth`` of them in flight (``pool.map``
+    would decode the whole corpus into memory ahead of the consumer)."""
+    from collections import deque
+
+    pending: deque = deque()
+    upcoming = iter(items)
+    for item in upcoming:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= depth:
+            break
+    while pending:
+        result = pending.popleft().result()
+        following = next(upcoming, _END)
+        if following is not _END:
+            pending.append(pool.submit(function, following))
+        yield result
+
+
+_END = object()
+
+
 def _melhubert_fbank():
     """The upstream front end's Kaldi fbank (the very module MelHuBERT uses at inference)."""
     from ..upstreams.melhubert.frontend import WAVEFORM_SCALE, MelHuBERTFrontEnd
@@ -328,7 +350,8 @@ def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = 
             todo.append((key, rel))
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        loaded = pool.map(lambda batch: [load_audio(str(libri_root / rel), SAMPLE_RATE) for _, rel in batch], batches)
+        loaded = _prefetch(pool, lambda batch: [load_audio(str(libri_root / rel), SAMPLE_RATE) for _, rel in batch],
+                           batches, depth=2 * max(1, workers))
         for batch, waves in _progress(zip(batches, loaded), len(batches), "fbank", progress):
             lengths = torch.tensor([len(w) for w in waves])
             padded = torch.zeros(len(waves), int(lengths.max()))
@@ -434,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "input, k = transformer layer k). Writes OUTPUT.npy (centroids) + OUTPUT.json.")
     p.add_argument("features_csv", help="fbank.csv of the fbank step")
     p.add_argument("output", help="centroid file, e.g. data/melhubert/km_stage1.npy")
-    p.add_argument("--stats", help="[2, 40] mean/std .npy (default: mean-std.npy beside features_csv)")
+    p.add_argument("--stats", help="[2, 40] mean/std .npy (default: stage 2: mean-std.npy beside --checkpoint, the "
+                                   "statistics it was trained with, if there; else mean-std.npy beside features_csv)")
     p.add_argument("--checkpoint", help="stage 2: the stage-1 model (.ckpt / .weights.pt of its export)")
     p.add_argument("--layer", type=int, help="stage 2: which hidden state to cluster (HuBERT Base iteration 2: 6)")
     p.add_argument("--clusters", type=int, default=512, help="number of clusters (default %(default)s)")

@@ -254,6 +254,8 @@ def test_stage2_labels_come_from_the_stage1_layer(melhubert_data, melhubert_runs
 
     meta = json.loads(melhubert_runs["km2"].with_suffix(".json").read_text())
     assert meta["source"] == "layer" and meta["layer"] == 2 and meta["dim"] == 32 and meta["frame_period_ms"] == 20
+    # normalised with the statistics the stage-1 model was trained with (its export's copy)
+    assert meta["stats"] == str(melhubert_runs["ckpt1"].parent / "mean-std.npy")
     upstream = from_checkpoint(melhubert_runs["ckpt1"], {"stats": str(melhubert_data["stats"])}).eval()
     centroids = torch.from_numpy(np.load(melhubert_runs["km2"]))
     features = {r["key"]: r for r in csv.DictReader(open(melhubert_data["features_csv"]))}
