@@ -222,7 +222,8 @@ def fit_kmeans(features_csv: str | os.PathLike, output: str | os.PathLike, *, st
     output.parent.mkdir(parents=True, exist_ok=True)
     _save_npy(output, centroids)
     meta = {**source.describe(), "clusters": clusters, "dim": int(data.shape[1]), "frames": int(len(data)),
-            "utterances": len(chosen), "percent": percent, "seed": seed, "features_csv": str(Path(features_csv).resolve()),
+            "utterances": len(chosen), "percent": percent, "seed": seed,
+            "features_csv": str(Path(features_csv).resolve()),
             "inertia_per_frame": inertia, "kmeans": f"sklearn {sklearn_version} MiniBatchKMeans", "options": options}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"[kmeans] mean squared distance to the nearest centroid: {inertia:.4f}; wrote {output}", flush=True)

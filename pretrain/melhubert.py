@@ -50,7 +50,8 @@ from .optim import param_groups
 from .recipe import Recipe, register
 
 __all__ = ["MelHuBERTObjective", "MelHuBERTData", "FbankLabelList", "MelHuBERTForPretraining", "MelHuBERTRecipe",
-           "normalise", "stack_frame_pairs", "frame_labels", "resolve_stats", "stats_array", "official_upstream_config", "write_official_checkpoint",
+           "normalise", "stack_frame_pairs", "frame_labels", "resolve_stats", "stats_array", "official_upstream_config",
+           "official_adam_state", "write_official_checkpoint",
            "LABEL_RATE_MS", "MIN_LENGTH_FRAMES"]
 
 #: label files hold one cluster id per 10 ms frame, whatever the model's frame period
@@ -123,7 +124,8 @@ class MelHuBERTData:
 # ---------------------------------------------------------------------------------------------
 def normalise(fbank: np.ndarray | Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Raw fbank [T, 40] -> float32 ``(x - mean) / std``, the upstream front end's arithmetic."""
-    x = fbank if torch.is_tensor(fbank) else torch.from_numpy(np.array(fbank, dtype=np.float32))  # copy: files are memory-mapped
+    # np.array copies: feature files are memory-mapped read-only
+    x = fbank if torch.is_tensor(fbank) else torch.from_numpy(np.array(fbank, dtype=np.float32))
     return (x.float() - mean) / std
 
 
@@ -135,7 +137,8 @@ def stack_frame_pairs(features: Tensor) -> Tensor:
     return features.reshape(-1, 2 * features.shape[1])
 
 
-def frame_labels(labels: np.ndarray, num_frames_10ms: int, frame_period_ms: int, *, where: str = "") -> np.ndarray:
+def frame_labels(labels: np.ndarray, num_frames_10ms: int, frame_period_ms: int, *,
+                 where: str = "label file") -> np.ndarray:
     """10 ms label file -> labels at the model's rate (20 ms: every other label, the label of
     the first 10 ms frame of each pair, as the official data set). A file already at 20 ms
     (``ceil(T / 2)`` labels) is taken as is for 20 ms models."""
@@ -407,7 +410,7 @@ class MelHuBERTRecipe(Recipe):
     def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
         mean, std = self._stats()
         fbank = raw["fbank"]
-        labels = frame_labels(raw["labels"], fbank.shape[0], self.frame_period_ms, where=raw.get("where", ""))
+        labels = frame_labels(raw["labels"], fbank.shape[0], self.frame_period_ms, where=raw.get("where", "label file"))
         features = normalise(fbank, mean, std)
         if self.stack == 2:
             features = stack_frame_pairs(features)

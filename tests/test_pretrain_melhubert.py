@@ -234,6 +234,15 @@ def test_loss_is_cross_entropy_on_masked_valid_frames_with_zeroed_inputs(melhube
     # labels of unmasked or padded frames play no part
     changed = dict(batch, labels=batch["labels"].masked_fill(~selected, 3))
     assert torch.equal(recipe.compute_loss(model, changed)[0], loss)
+    # pred_nomask_weight > 0 (skip_nomask: False) adds the weighted mean over unmasked valid frames
+    recipe.objective.pred_nomask_weight = 0.5
+    scoring = recipe.build_model().eval()
+    scoring.load_state_dict(model.state_dict())
+    unmasked = ~batch["mask"] & ~batch["padding_mask"]
+    expected_u = torch.nn.functional.cross_entropy(model.final_proj(hidden[unmasked]), batch["labels"][unmasked])
+    both, logs = recipe.compute_loss(scoring, batch)
+    torch.testing.assert_close(both, expected + 0.5 * expected_u, rtol=1e-6, atol=1e-6)
+    assert "acc_unmasked" in logs
 
 
 # ---------------------------------------------------------------------------------------------
