@@ -325,13 +325,19 @@ class _DistillRecipe(Recipe):
             init_student_like_official(model)
         return model
 
+    def prepare(self, ctx) -> None:
+        self.teacher(torch.device("cpu"))  # fail early on a bad teacher, before the first step
+
     def teacher(self, device: torch.device):
         """The frozen teacher on ``device`` (loaded once; kept outside the student's state dict)."""
         if self._teacher is None:
             from .teacher import load_teacher
 
-            self._teacher = load_teacher(self.data.teacher, normalize=self.data.teacher_normalize,
-                                         kind=self.data.teacher_kind)
+            # building a model draws random initial weights: keep the run's RNG streams untouched so
+            # that a resumed run continues exactly
+            with torch.random.fork_rng(devices=[]):
+                self._teacher = load_teacher(self.data.teacher, normalize=self.data.teacher_normalize,
+                                             kind=self.data.teacher_kind)
             if self._teacher.num_layers < self.student_cfg.encoder_layers:
                 raise ConfigError(f"the teacher has {self._teacher.num_layers} layers, the student "
                                   f"{self.student_cfg.encoder_layers}: layer l is distilled from teacher layer l")
