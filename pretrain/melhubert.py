@@ -105,6 +105,9 @@ class MelHuBERTData:
     min_length_frames: int = MIN_LENGTH_FRAMES
     #: utterances with more 10 ms frames are dropped (null: keep all)
     max_length_frames: int | None = None
+    #: true when the .npy features are already normalised with ``stats`` (the official
+    #: preprocess.sh data); false for the raw fbank of the ``fbank`` step
+    features_normalised: bool = False
 
     def validate(self) -> None:
         if not self.sets:
@@ -411,7 +414,10 @@ class MelHuBERTRecipe(Recipe):
         mean, std = self._stats()
         fbank = raw["fbank"]
         labels = frame_labels(raw["labels"], fbank.shape[0], self.frame_period_ms, where=raw.get("where", "label file"))
-        features = normalise(fbank, mean, std)
+        if self.data.features_normalised:
+            features = torch.from_numpy(np.array(fbank, dtype=np.float32))
+        else:
+            features = normalise(fbank, mean, std)
         if self.stack == 2:
             features = stack_frame_pairs(features)
         crop = self.data.sequence_length

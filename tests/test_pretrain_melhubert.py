@@ -192,6 +192,20 @@ def test_crops_keep_features_and_labels_aligned(tmp_path, frame_period_ms):
             assert all(torch.equal(example[k], again[k]) for k in example)
 
 
+def test_already_normalised_features_are_taken_as_they_are(tmp_path):
+    listing, _ = _synthetic_list(tmp_path, [400])
+    np.save(tmp_path / "stats.npy", np.stack([np.full(40, 5.0), np.full(40, 2.0)]))
+    cfg = tiny_config(listing, tmp_path / "stats.npy", 10)
+    cfg["model"]["num_cluster"] = 2048
+    cfg["data"]["sequence_length"] = 1500
+    raw = get_recipe("melhubert")(cfg)
+    cfg["data"]["features_normalised"] = True  # e.g. the official preprocess.sh features
+    ready = get_recipe("melhubert")(cfg)
+    item = raw.build_reader()[0]
+    assert torch.equal(raw.make_example(item, np.random.default_rng(0))["features"][:, 0], (torch.arange(400.0) - 5) / 2)
+    assert torch.equal(ready.make_example(item, np.random.default_rng(0))["features"][:, 0], torch.arange(400.0))
+
+
 def test_odd_last_frame_gets_a_zero_partner_and_no_crop_for_short_utterances(tmp_path):
     listing, stats = _synthetic_list(tmp_path, [401])
     cfg = tiny_config(listing, stats, 20)
