@@ -1,0 +1,91 @@
+"""Distillation end to end: s3prl's run_pretrain.py -u armhubert|maskhubert|starhubert through the
+installer (official AdamW_with_schedule optimiser), export to the release layout, and the exported
+students as upstreams in s3prl's run_downstream.py (generated KS data)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s3prl_plugins import installer
+from s3prl_plugins._cli import s3prl_package_dir
+from s3prl_plugins.upstreams.common.checkpoint import load_checkpoint
+
+from .helpers import E2E_RUNNER, accuracies, downstream_commands
+from .test_pretrain_distill import distill_data, tiny_config, train  # noqa: F401  (fixture)
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.fixture
+def s3prl_copy(tmp_path) -> Path:
+    target = tmp_path / "site" / "s3prl"
+    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+@pytest.mark.slow
+def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data, s3prl_copy, tmp_path):
+    installer.install(s3prl_copy, log=lambda *_: None)
+    for name in ("armhubert", "maskhubert", "starhubert"):
+        folder = s3prl_copy / "pretrain" / name
+        assert {"pretrain_expert.py", "config_model.yaml", "config_runner.yaml"} <= {p.name for p in folder.iterdir()}
+        shipped = yaml.safe_load((folder / "config_runner.yaml").read_text())
+        assert shipped["optimizer"]["name"] == "AdamW_with_schedule"
+
+    # ARMHuBERT through s3prl's own runner (its optimiser: the official AdamW_with_schedule)
+    model_cfg = tiny_config("armhubert", distill_data, total_steps=3)
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_cfg))
+    # 3 steps < 4 utterances: s3prl names the last file states-3.ckpt (not states-epoch-N.ckpt)
+    runner = {"runner": {"n_epochs": -1, "total_steps": 3, "gradient_clipping": 1.0e9, "gradient_accumulate_steps": 1,
+                         "log_step": 2, "save_step": 2, "max_keep": 2, "fp16": False},
+              "optimizer": {"name": "AdamW_with_schedule", "lr": 2e-3, "warmup_proportion": 0.05, "betas": [0.9, 0.98],
+                            "eps": 1e-6, "weight_decay": 1e-6},
+              "pretrain_expert": {"datarc": {"train_batch_size": 2, "num_workers": 0}}}
+    (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
+    env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "armhubert", "-n", "tiny", "-p", "s3run",
+               "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    states = tmp_path / "s3run" / "states-3.ckpt"
+    saved = load_checkpoint(states, family="s3prl pre-training")  # pickles s3prl's optimizers.* schedule
+    assert saved["Recipe"] == "armhubert" and "mask_emb" in saved["Model"]
+    exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
+                               "--output", str(tmp_path / "export")], capture_output=True, text=True, env=_env(),
+                              timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    arm_ckpt = Path(exported.stdout.strip().splitlines()[-1])
+    assert arm_ckpt.name == "tiny-armhubert.ckpt" and arm_ckpt.with_suffix(".yaml").is_file()
+
+    # MaskHuBERT and STaRHuBERT through the standalone trainer
+    exports = {}
+    for recipe in ("maskhubert", "starhubert"):
+        train(tiny_config(recipe, distill_data, total_steps=2), tmp_path / recipe)
+        exports[recipe] = tmp_path / recipe / "export" / f"tiny-{recipe}.ckpt"
+
+    # the three exports as upstreams in run_downstream.py (official form -k ckpt -g yaml, and _local -k)
+    plan = []
+    runs = {"armhubert": (arm_ckpt, arm_ckpt.with_suffix(".yaml")),
+            "maskhubert_local": (exports["maskhubert"], None),
+            "starhubert": (exports["starhubert"], exports["starhubert"].with_suffix(".yaml"))}
+    for entry, (ckpt, config) in runs.items():
+        plan += downstream_commands(entry, ckpt, config, superb_data, tmp_path / "downstream" / entry,
+                                    tasks=("speech_commands",))
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    result = subprocess.run([sys.executable, str(E2E_RUNNER), str(tmp_path / "plan.json")], cwd=tmp_path,
+                            env=_env(), capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
+    for entry in runs:
+        found = accuracies(tmp_path / "downstream" / entry / "speech_commands")
+        assert found.get("test"), (entry, found)
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert not (s3prl_copy / "pretrain" / "armhubert").exists()
