@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Pre-train an M2D / M2D-S / M2D-AS / M2D-X / Dasheng model (recipes: m2d, m2ds, m2das, m2dx, "
                     "dasheng). "
                     "MelHuBERT: recipe melhubert (10/20 ms, stage 1 and 2). "
+                    "Distillation from a local HuBERT/WavLM teacher: armhubert (ARMHuBERT, ARMwavLM), maskhubert, "
+                    "starhubert. "
                     "Use `list` to see recipes and shipped configs, `export` to convert a training checkpoint.",
         epilog=EPILOG.format(configs=shipped), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe name (m2d, m2ds, m2das, m2dx, dasheng), or `list`, or `export`")
