@@ -433,8 +433,8 @@ class ARMHuBERTRecipe(_DistillRecipe):
         self._check_student()
 
     def _check_student(self) -> None:
-        if self.flavour == ARM and not self.student_cfg.reuses_attention:
-            pass  # a plain student is MaskHuBERT's; allowed (the official armhubert class accepts it)
+        """Any reuse pattern (all True = MaskHuBERT's plain student, which the official armhubert
+        class builds as well)."""
 
     def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
         example = super().make_example(raw, rng)

@@ -210,8 +210,21 @@ def test_require_same_masks_keeps_a_subset_of_the_smallest_count():
     assert torch.equal(kept[mask.sum(1).argmin()], mask[mask.sum(1).argmin()])
 
 
-def test_bad_configs_are_refused_clearly(distill_data):
+def test_bad_configs_are_refused_clearly(distill_data, tmp_path):
     from s3prl_plugins.pretrain.config import ConfigError
+    from s3prl_plugins.pretrain.teacher import TeacherError, load_teacher
+
+    with pytest.raises(TeacherError, match="nothing is downloaded"):
+        load_teacher(tmp_path / "hubert_base_ls960.pt")
+    # a raw fairseq checkpoint needs fairseq for s3prl's converter: said so, with the alternatives
+    raw = torch.load(distill_data["teachers"]["s3prl_hubert"], weights_only=False)
+    torch.save({"cfg": {"model": raw["model_cfg"], "task": raw["task_cfg"]}, "model": raw["model_weight"]},
+               tmp_path / "hubert_raw.pt")
+    try:
+        import fairseq  # noqa: F401
+    except ImportError:
+        with pytest.raises(TeacherError, match="needs fairseq"):
+            load_teacher(tmp_path / "hubert_raw.pt")
 
     cfg = tiny_config("maskhubert", distill_data)
     cfg["model"]["distiller"]["reuse_pattern"] = str([True, False] * 2)
