@@ -266,6 +266,13 @@ class _DistillRecipe(Recipe):
             raise ConfigError(str(error)) from None
         self.conv_layers = tuple(parse_conv_layers(self.model_cfg.distiller.get(
             "conv_feature_layers", StudentConfig.conv_feature_layers)))
+        # official options that every released config leaves off and this recipe does not implement
+        distiller = self.model_cfg.distiller
+        for key, off in (("init_conv_layers", False), ("init_encoder_layers", 0), ("freeze_student_mask", False),
+                         ("update_teacher_mask", False)):
+            if distiller.get(key, off) not in (off, None):
+                raise ConfigError(f"model.distiller.{key}={distiller[key]!r} is not supported (every released "
+                                  f"config uses {off!r}): the student starts from random weights with its own mask_emb")
         self._teacher = None
         self._mean_seconds = 0.0
 

@@ -234,6 +234,10 @@ def test_bad_configs_are_refused_clearly(distill_data, tmp_path):
     cfg["objective"]["hint_layers"] = [4]
     with pytest.raises(ConfigError, match="hint_layers"):
         get_recipe("armhubert")(cfg)
+    cfg = tiny_config("armhubert", distill_data)
+    cfg["model"]["distiller"]["init_encoder_layers"] = 2
+    with pytest.raises(ConfigError, match="init_encoder_layers"):
+        get_recipe("armhubert")(cfg)
     cfg = tiny_config("starhubert", distill_data)
     cfg["objective"] = {"distance": "cosine"}
     with pytest.raises(ConfigError, match="distance"):
