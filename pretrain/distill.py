@@ -461,8 +461,10 @@ class ARMHuBERTRecipe(_DistillRecipe):
         wave, lengths = batch["wave"], batch["lengths"]
         teacher = self.teacher(wave.device)
         mask = batch.get("mask")
-        unmasked = teacher.encode(wave, lengths)
-        masked = teacher.encode(wave, lengths, mask) if mask is not None else unmasked
+        if mask is not None:  # the teacher with and without its mask (one CNN pass)
+            unmasked, masked = teacher.encode_pair(wave, lengths, mask)
+        else:
+            unmasked = masked = teacher.encode(wave, lengths)
         out = model(wave, lengths, mask_indices=mask, official_batching=self.model_cfg.official_batching)
         pred = [out["hidden_states"][l - 1] for l in self.student_layers]
         frames = pred[0].shape[1]

@@ -102,41 +102,64 @@ class LocalTeacher(nn.Module):
         var = (((wave - mean) * valid) ** 2).sum(1, keepdim=True) / (count - 1).clamp_min(1)
         return torch.where(valid, (wave - mean) / torch.sqrt(var + 1e-7), torch.zeros_like(wave))
 
-    @torch.no_grad()
-    def encode(self, wave: Tensor, lengths: Tensor | None = None, mask_indices: Tensor | None = None) -> TeacherOutput:
-        """``wave`` [B, N] zero-padded, ``lengths`` [B] samples (None = all N), ``mask_indices``
-        [B, T] bool (True = replace the frame by the teacher's mask embedding) or None."""
+    def _prepare_input(self, wave: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if wave.dim() != 2:
             raise TeacherError(f"teacher input must be [B, samples], got {tuple(wave.shape)}")
         wave = wave.float()
         if lengths is None:
             lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long, device=wave.device)
-        padded = bool((lengths < wave.shape[1]).any())
         if self.normalize:
             wave = self._normalise(wave, lengths)
-        if mask_indices is not None and not self.supports_masking:
+        return wave, (lengths if bool((lengths < wave.shape[1]).any()) else None)
+
+    def _check_mask(self, mask_indices: Tensor | None, frames: tuple[int, int]) -> None:
+        if mask_indices is None:
+            return
+        if not self.supports_masking:
             raise TeacherError("this teacher has no mask embedding (Hugging Face: masked_spec_embed exists only when "
                                "config.mask_time_prob > 0); masking distillation needs one")
+        if tuple(mask_indices.shape) != tuple(frames):
+            raise TeacherError(f"mask_indices {tuple(mask_indices.shape)} do not match the teacher's {tuple(frames)} "
+                               "frames")
+
+    @torch.no_grad()
+    def encode(self, wave: Tensor, lengths: Tensor | None = None, mask_indices: Tensor | None = None) -> TeacherOutput:
+        """``wave`` [B, N] zero-padded, ``lengths`` [B] samples (None = all N), ``mask_indices``
+        [B, T] bool (True = replace the frame by the teacher's mask embedding) or None."""
+        wave, lengths = self._prepare_input(wave, lengths)
+        x, pad, frame_mask = self._front_end(wave, lengths)
+        self._check_mask(mask_indices, x.shape[:2])
+        return TeacherOutput(self._encoder(self._masked(x, mask_indices, frame_mask), pad, frame_mask), pad)
+
+    @torch.no_grad()
+    def encode_pair(self, wave: Tensor, lengths: Tensor | None, mask_indices: Tensor) -> tuple[TeacherOutput,
+                                                                                                  TeacherOutput]:
+        """``(encode(wave, lengths), encode(wave, lengths, mask_indices))`` with the CNN front end
+        run once and both transformer passes in one batch of 2B (masking distillation's two runs)."""
+        wave, lengths = self._prepare_input(wave, lengths)
+        x, pad, frame_mask = self._front_end(wave, lengths)
+        self._check_mask(mask_indices, x.shape[:2])
+        both = torch.cat([x, self._masked(x, mask_indices, frame_mask)])
+        twice = (lambda t: None if t is None else torch.cat([t, t]))
+        hidden = self._encoder(both, twice(pad), twice(frame_mask))
+        batch = x.shape[0]
+        return (TeacherOutput([h[:batch] for h in hidden], pad), TeacherOutput([h[batch:] for h in hidden], pad))
+
+    # -- the pieces (no teacher code edited) ---------------------------------------------------
+    def _front_end(self, wave: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """CNN -> (LayerNorm, projection, input dropout) -> ``x`` [B, T, D], the frame padding mask
+        (True = padding) and the model's own frame attention mask (Hugging Face) or None."""
         if self.kind == "huggingface":
-            return self._encode_huggingface(wave, lengths if padded else None, mask_indices)
-        return self._encode_s3prl(wave, lengths if padded else None, mask_indices)
-
-    def _encode_huggingface(self, wave: Tensor, lengths: Tensor | None, mask_indices: Tensor | None) -> TeacherOutput:
-        model = self.model
-        attention_mask = None
-        if lengths is not None:
-            attention_mask = (torch.arange(wave.shape[1], device=wave.device)[None] < lengths[:, None]).long()
-        if mask_indices is not None:
-            model.config.apply_spec_augment = True  # else Hugging Face ignores mask_time_indices
-        out = model(wave, attention_mask=attention_mask, mask_time_indices=mask_indices, output_hidden_states=True)
-        hidden = list(out.hidden_states)
-        pad = None
-        if attention_mask is not None:
-            pad = ~model._get_feature_vector_attention_mask(hidden[0].shape[1], attention_mask).bool()
-        return TeacherOutput(hidden, pad)
-
-    def _encode_s3prl(self, wave: Tensor, lengths: Tensor | None, mask_indices: Tensor | None) -> TeacherOutput:
-        expert, model = self.model, self.model.model
+            model = self.model
+            extract = model.feature_extractor(wave).transpose(1, 2)
+            frame_mask = None
+            if lengths is not None:
+                sample_mask = (torch.arange(wave.shape[1], device=wave.device)[None] < lengths[:, None]).long()
+                frame_mask = model._get_feature_vector_attention_mask(extract.shape[1], sample_mask)
+            projected = model.feature_projection(extract)
+            x = projected[0] if isinstance(projected, tuple) else projected  # WavLM also returns the LN'd CNN output
+            return x, (None if frame_mask is None else ~frame_mask.bool()), frame_mask
+        model = self.model.model
         features = model.feature_extractor(wave).transpose(1, 2)
         features = model.layer_norm(features)
         pad = None
@@ -145,12 +168,21 @@ class LocalTeacher(nn.Module):
             pad = model.forward_padding_mask(features, sample_pad)
         if model.post_extract_proj is not None:
             features = model.post_extract_proj(features)
-        x = model.dropout_input(features)
-        if mask_indices is not None:
-            if mask_indices.shape != x.shape[:2]:
-                raise TeacherError(f"mask_indices {tuple(mask_indices.shape)} do not match the teacher's "
-                                   f"{tuple(x.shape[:2])} frames")
-            x = torch.where(mask_indices.unsqueeze(-1), model.mask_emb.to(x.dtype), x)
+        return model.dropout_input(features), pad, None
+
+    def _masked(self, x: Tensor, mask_indices: Tensor | None, frame_mask: Tensor | None) -> Tensor:
+        if mask_indices is None:
+            return x
+        if self.kind == "huggingface":
+            self.model.config.apply_spec_augment = True  # else Hugging Face ignores mask_time_indices
+            return self.model._mask_hidden_states(x.clone(), mask_time_indices=mask_indices, attention_mask=frame_mask)
+        return torch.where(mask_indices.unsqueeze(-1), self.model.model.mask_emb.to(x.dtype), x)
+
+    def _encoder(self, x: Tensor, pad: Tensor | None, frame_mask: Tensor | None) -> list[Tensor]:
+        if self.kind == "huggingface":
+            out = self.model.encoder(x, attention_mask=frame_mask, output_hidden_states=True, return_dict=True)
+            return list(out.hidden_states)
+        expert, model = self.model, self.model.model
         # s3prl's hooks collect every layer's input and the encoder output: (name, [B, T, D])
         expert._hook_hiddens.clear()
         try:
@@ -162,7 +194,7 @@ class LocalTeacher(nn.Module):
         if len(hidden) != len(model.encoder.layers) + 1:
             raise TeacherError(f"expected {len(model.encoder.layers) + 1} hidden states from the s3prl teacher's hooks, "
                                f"got {len(hidden)}")
-        return TeacherOutput(hidden, pad)
+        return hidden
 
 
 def load_teacher(path: str | os.PathLike, *, device: str | torch.device = "cpu", normalize: bool = True,

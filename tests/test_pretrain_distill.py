@@ -153,6 +153,10 @@ def test_teacher_formats_padded_and_masked(distill_data, monkeypatch):
         assert (masked.layers[-1] - plain.layers[-1]).abs().max() > 1e-3, name
         none_masked = teacher.encode(wave, lengths, torch.zeros_like(mask))
         torch.testing.assert_close(none_masked.layers[-1], plain.layers[-1])
+        pair = teacher.encode_pair(wave, lengths, mask)  # one CNN pass, both encoder passes in one batch
+        for got, want in zip(pair, (plain, masked)):
+            torch.testing.assert_close(got.hidden_states, want.hidden_states, atol=1e-5, rtol=1e-5)
+            assert torch.equal(got.padding_mask, want.padding_mask)
         if teacher.kind == "s3prl":  # the model's own masking path with the mask forced
             module = sys.modules[type(teacher.inner).__module__]
             monkeypatch.setattr(module, "compute_mask_indices", lambda *a, **k: mask.numpy())
