@@ -1,6 +1,7 @@
-"""Distillation end to end: s3prl's run_pretrain.py -u armhubert|maskhubert|starhubert through the
-installer (official AdamW_with_schedule optimiser), export to the release layout, and the exported
-students as upstreams in s3prl's run_downstream.py (generated KS data)."""
+"""Distillation end to end: the installer's run_pretrain shims (armhubert, maskhubert, starhubert),
+s3prl's run_pretrain.py -u armhubert / starhubert (the official AdamW_with_schedule optimiser),
+export to the release layout, and the exported students as upstreams in s3prl's run_downstream.py
+(generated KS data)."""
 from __future__ import annotations
 
 import json
@@ -41,9 +42,7 @@ def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data,
         shipped = yaml.safe_load((folder / "config_runner.yaml").read_text())
         assert shipped["optimizer"]["name"] == "AdamW_with_schedule"
 
-    # ARMHuBERT through s3prl's own runner (its optimiser: the official AdamW_with_schedule)
-    model_cfg = tiny_config("armhubert", distill_data, total_steps=3)
-    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model_cfg))
+    # ARMHuBERT and STaRHuBERT through s3prl's own runner (its optimiser: the official AdamW_with_schedule)
     # 3 steps < 4 utterances: s3prl names the last file states-3.ckpt (not states-epoch-N.ckpt)
     runner = {"runner": {"n_epochs": -1, "total_steps": 3, "gradient_clipping": 1.0e9, "gradient_accumulate_steps": 1,
                          "log_step": 2, "save_step": 2, "max_keep": 2, "fp16": False},
@@ -52,29 +51,30 @@ def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data,
               "pretrain_expert": {"datarc": {"train_batch_size": 2, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
     env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "armhubert", "-n", "tiny", "-p", "s3run",
-               "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    states = tmp_path / "s3run" / "states-3.ckpt"
-    saved = load_checkpoint(states, family="s3prl pre-training")  # pickles s3prl's optimizers.* schedule
-    assert saved["Recipe"] == "armhubert" and "mask_emb" in saved["Model"]
-    exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
-                               "--output", str(tmp_path / "export")], capture_output=True, text=True, env=_env(),
-                              timeout=600)
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    arm_ckpt = Path(exported.stdout.strip().splitlines()[-1])
-    assert arm_ckpt.name == "tiny-armhubert.ckpt" and arm_ckpt.with_suffix(".yaml").is_file()
-
-    # MaskHuBERT and STaRHuBERT through the standalone trainer
     exports = {}
-    for recipe in ("maskhubert", "starhubert"):
-        train(tiny_config(recipe, distill_data, total_steps=2), tmp_path / recipe)
-        exports[recipe] = tmp_path / recipe / "export" / f"tiny-{recipe}.ckpt"
+    for recipe in ("armhubert", "starhubert"):
+        (tmp_path / f"{recipe}.yaml").write_text(yaml.safe_dump(tiny_config(recipe, distill_data, total_steps=3)))
+        command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", recipe, "-n", recipe, "-p", f"s3{recipe}",
+                   "-g", f"{recipe}.yaml", "-c", "runner.yaml", "--device", "cpu"]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        states = tmp_path / f"s3{recipe}" / "states-3.ckpt"
+        saved = load_checkpoint(states, family="s3prl pre-training")  # pickles s3prl's optimizers.* schedule
+        assert saved["Recipe"] == recipe and ("mask_emb" in saved["Model"]) == (recipe == "armhubert")
+        exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
+                                   "--output", str(tmp_path / "export")], capture_output=True, text=True, env=_env(),
+                                  timeout=600)
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        exports[recipe] = Path(exported.stdout.strip().splitlines()[-1])
+        assert exports[recipe].name == f"tiny-{recipe}.ckpt" and exports[recipe].with_suffix(".yaml").is_file()
+
+    # MaskHuBERT through the standalone trainer
+    train(tiny_config("maskhubert", distill_data, total_steps=2), tmp_path / "maskhubert")
+    exports["maskhubert"] = tmp_path / "maskhubert" / "export" / "tiny-maskhubert.ckpt"
 
     # the three exports as upstreams in run_downstream.py (official form -k ckpt -g yaml, and _local -k)
     plan = []
-    runs = {"armhubert": (arm_ckpt, arm_ckpt.with_suffix(".yaml")),
+    runs = {"armhubert": (exports["armhubert"], exports["armhubert"].with_suffix(".yaml")),
             "maskhubert_local": (exports["maskhubert"], None),
             "starhubert": (exports["starhubert"], exports["starhubert"].with_suffix(".yaml"))}
     for entry, (ckpt, config) in runs.items():
