@@ -179,15 +179,15 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def global_batch_shape(num_samples: int, mask: Tensor | None) -> tuple[int, Tensor | None]:
+def global_batch_shape(num_samples: int, mask: Tensor | None, device: torch.device) -> tuple[int, Tensor | None]:
     """(padded length, smallest mask count) over every process's micro-batch: the values one
-    process holding the whole global batch would see. One all-reduce; the length reaches the host."""
+    process holding the whole global batch would see. One all-reduce (on ``device``: NCCL needs
+    GPU tensors); the length reaches the host."""
     fewest = mask.sum(1).min() if mask is not None and mask.shape[0] else None
     if not _distributed():
         return num_samples, fewest
     import torch.distributed as dist
 
-    device = mask.device if mask is not None else torch.device("cpu")
     stats = torch.stack([torch.tensor(num_samples, device=device, dtype=torch.long),
                          -(fewest if fewest is not None else torch.tensor(0, device=device)).long()])
     dist.all_reduce(stats, op=dist.ReduceOp.MAX)
@@ -355,7 +355,7 @@ class _DistillRecipe(Recipe):
     def _pad_batch(self, batch: dict) -> dict:
         """Pad the micro-batch to the global padded length (DDP) and equalise mask counts."""
         wave, mask = batch["wave"], batch.get("mask")
-        length, fewest = global_batch_shape(wave.shape[1], mask)
+        length, fewest = global_batch_shape(wave.shape[1], mask, wave.device)
         if length > wave.shape[1]:
             wave = F.pad(wave, (0, length - wave.shape[1]))
         frames = self._frames(wave.shape[1])
