@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..upstreams.melhubert.checkpoint import official_model_section, runner_checkpoint
 from ..upstreams.melhubert.config import MelHuBERTConfig
 from ..upstreams.melhubert.model import MelHuBERTModel
 from ..upstreams.melhubert.stats import load_stats
@@ -292,16 +293,17 @@ def _mean_count_per_process(count: Tensor) -> Tensor:
 def official_upstream_config(model_cfg: MelHuBERTConfig, objective: MelHuBERTObjective | None = None) -> dict:
     """The 29 keys of the official ``melhubert:`` model yaml section."""
     objective = objective or MelHuBERTObjective()
-    section = model_cfg.to_official()  # the 17 architecture keys
-    section.update(
+    return official_model_section(model_cfg, _training_options(objective))
+
+
+def _training_options(objective: MelHuBERTObjective) -> dict:
+    return dict(
         pred_masked_weight=float(objective.pred_masked_weight), pred_nomask_weight=float(objective.pred_nomask_weight),
         skip_masked=objective.pred_masked_weight == 0, skip_nomask=objective.pred_nomask_weight == 0,
         mask_prob=float(objective.mask_prob), mask_length=int(objective.mask_length),
         mask_selection=objective.mask_selection, mask_other=float(objective.mask_other),
         no_mask_overlap=bool(objective.no_mask_overlap), mask_min_space=int(objective.mask_min_space),
-        learnable_mask_emb=False, mask_before_proj=True,
     )
-    return section
 
 
 def _adam_group(num_params: int, *, lr: float, betas, eps: float) -> dict:
@@ -355,14 +357,8 @@ def write_official_checkpoint(path: str | os.PathLike, state_dict: dict[str, Ten
                                   seed=1337, device="cuda")
     if optimizer is None:
         optimizer = {"state": {}, "param_groups": [_adam_group(len(state_dict), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)]}
-    checkpoint = {
-        "Optimizer": optimizer,
-        "Step": int(step),
-        "Args": args,
-        "Runner": runner or {},
-        "model": OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items()),
-        "Upstream_Config": {"melhubert": official_upstream_config(model_cfg, objective)},
-    }
+    checkpoint = runner_checkpoint(state_dict, model_cfg, step=step, optimizer=optimizer, args=args, runner=runner or {},
+                                   training=_training_options(objective or MelHuBERTObjective()))
     save_atomic(checkpoint, Path(path))
     return Path(path)
 

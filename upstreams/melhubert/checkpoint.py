@@ -12,8 +12,10 @@
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,8 @@ import torch
 from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
 from .config import MelHuBERTConfig
 
-__all__ = ["ImportedCheckpoint", "read_melhubert_checkpoint", "import_state_dict", "infer_config"]
+__all__ = ["ImportedCheckpoint", "read_melhubert_checkpoint", "import_state_dict", "infer_config",
+           "OFFICIAL_TRAINING_OPTIONS", "official_model_section", "runner_checkpoint"]
 
 _RUNNER_KEYS = ("Args", "Runner", "Optimizer", "Step")
 _CONFIG_TOP_KEYS = ("melhubert", "hubert")
@@ -183,3 +186,42 @@ def read_melhubert_checkpoint(path: str | os.PathLike, *, yaml_section: Mapping 
     obj = load_checkpoint(path, family="MelHuBERT")
     check_family(obj, "melhubert", path, entry=entry)
     return import_state_dict(obj, where=str(path), yaml_section=yaml_section)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the official layout (pre-training exports, test fixtures)
+# ---------------------------------------------------------------------------------------------
+#: masking and loss keys of the official model yaml (``config/config_model_*.yaml``), with the
+#: values of every released model
+OFFICIAL_TRAINING_OPTIONS: dict[str, Any] = {
+    "pred_masked_weight": 1.0, "pred_nomask_weight": 0.0, "skip_masked": False, "skip_nomask": True,
+    "mask_prob": 0.7, "mask_length": 5, "mask_selection": "static", "mask_other": 0.0,
+    "no_mask_overlap": False, "mask_min_space": 1, "learnable_mask_emb": False, "mask_before_proj": True,
+}
+
+
+def official_model_section(config: MelHuBERTConfig, training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``melhubert:`` section of the official model yaml: the 17 architecture keys of
+    ``config`` and the 12 masking/loss keys (``training`` overrides the official values)."""
+    section = config.to_official()
+    section.update(OFFICIAL_TRAINING_OPTIONS)
+    unknown = set(training or {}) - set(OFFICIAL_TRAINING_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown MelHuBERT training option(s) {sorted(unknown)}")
+    section.update(training or {})
+    return section
+
+
+def runner_checkpoint(state_dict: Mapping[str, torch.Tensor], config: MelHuBERTConfig, *, step: int,
+                      optimizer: dict, args: argparse.Namespace, runner: dict,
+                      training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The dict the official runner saves (``pretrain_expert.save_model``), in its key order:
+    ``Optimizer``, ``Step``, ``Args``, ``Runner``, ``model``, ``Upstream_Config``."""
+    return {
+        "Optimizer": optimizer,
+        "Step": int(step),
+        "Args": args,
+        "Runner": runner,
+        "model": OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items()),
+        "Upstream_Config": {"melhubert": official_model_section(config, training)},
+    }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import official_model_section, runner_checkpoint
 from .config import MelHuBERTConfig
 from .variants import RELEASED
 
@@ -62,12 +63,8 @@ def random_state_dict(config: MelHuBERTConfig, seed: int = 0) -> "OrderedDict[st
 
 
 def _model_yaml(config: MelHuBERTConfig) -> dict:
-    section = config.to_official()
-    section.update(pred_masked_weight=1.0, pred_nomask_weight=0.0, skip_masked=False, skip_nomask=True,
-                   mask_prob=0.7, mask_length=5, mask_selection="static", mask_other=0.0,
-                   no_mask_overlap=False, mask_min_space=1, learnable_mask_emb=False,
-                   mask_before_proj=True, final_dim=40)
-    return section
+    # the compression repo's yamls also carried the unused final_dim
+    return {**official_model_section(config), "final_dim": 40}
 
 
 def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layout: str = "melhubert",
@@ -100,18 +97,13 @@ def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layo
         "optimizer": {"name": "Adam", "lr": 1.0e-4},
         "datarc": {"sets": ["train-clean-360"], "train_batch_size": 4, "sequence_length": 750 * 20 // fp},
     }
-    top = "melhubert" if layout in ("melhubert", "no_upstream_config") else "hubert"
-    upstream_config = {top: _model_yaml(config)}
+    checkpoint = runner_checkpoint(state, config, step=1000, optimizer=optimizer.state_dict(), args=args, runner=runner)
+    checkpoint["Upstream_Config"]["melhubert"] = _model_yaml(config)
+    if layout in ("hubert", "Model"):  # the compression repo's older files
+        checkpoint["Upstream_Config"] = {"hubert": checkpoint["Upstream_Config"]["melhubert"]}
     if layout == "Model":
-        upstream_config.update(task={"sequence_length": 750}, adjust_init_weight={})
-    checkpoint = {
-        "Optimizer": optimizer.state_dict(),
-        "Step": 1000,
-        "Args": args,
-        "Runner": runner,
-        "Model" if layout == "Model" else "model": OrderedDict(state),
-        "Upstream_Config": upstream_config,
-    }
+        checkpoint["Upstream_Config"].update(task={"sequence_length": 750}, adjust_init_weight={})
+        checkpoint = {("Model" if k == "model" else k): v for k, v in checkpoint.items()}
     if layout == "no_upstream_config":
         del checkpoint["Upstream_Config"]
     torch.save(checkpoint, path)
