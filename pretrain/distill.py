@@ -197,10 +197,9 @@ def global_batch_shape(num_samples: int, mask: Tensor | None, device: torch.devi
 def equalize_masks(mask: Tensor, rank: Tensor, keep: Tensor) -> Tensor:
     """fairseq's ``require_same_masks`` on the device: every row keeps its ``keep`` masked frames of
     lowest ``rank`` (a random permutation drawn per sample), i.e. a uniformly random subset."""
-    big = torch.iinfo(rank.dtype).max
-    ranked = rank.masked_fill(~mask, big)
     if mask.shape[1] == 0:
         return mask
+    ranked = rank.masked_fill(~mask, torch.iinfo(rank.dtype).max)
     order = ranked.sort(dim=1).values
     index = (keep - 1).clamp(min=0, max=mask.shape[1] - 1).view(1, 1).expand(mask.shape[0], 1)
     threshold = order.gather(1, index)
@@ -224,8 +223,9 @@ def masking_distill_loss(pred: list[Tensor], unmasked_target: list[Tensor], mask
     unmasked_frames = (~mask).float()
     if valid is not None:
         masked_frames, unmasked_frames = masked_frames * valid, unmasked_frames * valid
-    hint = {"mask": pred[0].new_zeros((), dtype=torch.float32), "unmask": pred[0].new_zeros((), dtype=torch.float32)}
-    rec = dict(hint)
+    zero = pred[0].new_zeros((), dtype=torch.float32)
+    hint, rec = {"mask": zero, "unmask": zero}, {"mask": zero, "unmask": zero}  # unweighted, for the logs
+    loss = zero
     with torch.autocast(mask.device.type, enabled=False):
         for index, (p, tu, tm, w) in enumerate(zip(pred, unmasked_target, masked_target, weights)):
             p = p.float()
@@ -238,9 +238,10 @@ def masking_distill_loss(pred: list[Tensor], unmasked_target: list[Tensor], mask
             on_masked = (err_u * masked_frames).sum() * scale
             on_unmasked = (err_m * unmasked_frames).sum() * scale
             bucket = rec if index == len(pred) - 1 else hint
-            bucket["mask"] = bucket["mask"] + w * on_masked
-            bucket["unmask"] = bucket["unmask"] + w * on_unmasked
-        loss = hint["mask"] + hint["unmask"] + rec["mask"] + rec["unmask"]
+            bucket["mask"] = bucket["mask"] + on_masked
+            bucket["unmask"] = bucket["unmask"] + on_unmasked
+            loss = loss + w * (on_masked + on_unmasked)
+    # the official train.py logs the four sums before their weights (0.1 hints, 1.0 last layer)
     logs = {"mask_hint_loss": hint["mask"].detach(), "unmask_hint_loss": hint["unmask"].detach(),
             "mask_rec_loss": rec["mask"].detach(), "unmask_rec_loss": rec["unmask"].detach()}
     return loss, logs
