@@ -73,6 +73,10 @@ class StudentSection:
     #: "official": fairseq init_bert_params for the transformer (N(0, 0.02) Linears, zero biases);
     #: "pytorch": keep PyTorch's default Linear initialisation
     init: str = "official"
+    #: also write the frozen teacher into the export under ``teacher_model.model.`` as the official
+    #: files do (fairseq/s3prl teachers only: their parameter names are the official ones). No
+    #: loader reads it; off by default (about 95M parameters more per file).
+    export_teacher: bool = False
 
     def validate(self) -> None:
         if not isinstance(self.distiller, dict) or not self.distiller:
@@ -414,9 +418,16 @@ class _DistillRecipe(Recipe):
         cfg = self.training_yaml()
         cfg["train"]["global_step"] = int(step)
         cfg["train"]["exported"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d_%Hh%Mm%Ss")
+        teacher_state = None
+        if self.model_cfg.export_teacher:
+            teacher = self.teacher(torch.device("cpu"))
+            if teacher.kind != "s3prl":
+                raise ConfigError("model.export_teacher needs a fairseq/s3prl teacher file (a Hugging Face folder's "
+                                  "parameter names are not the official teacher_model.model.* ones)")
+            teacher_state = {k: v.detach().cpu() for k, v in teacher.inner.state_dict().items()}
         return write_release(folder / f"{name}.ckpt", state, cfg, epoch=epoch, global_step=step,
-                             optimizer_states=[optimizer] if optimizer else [], scaler_state=scaler,
-                             yaml_path=folder / f"{name}.yaml")
+                             teacher_state=teacher_state, optimizer_states=[optimizer] if optimizer else [],
+                             scaler_state=scaler, yaml_path=folder / f"{name}.yaml")
 
 
 @register("armhubert", "armwavlm")

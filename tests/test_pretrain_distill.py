@@ -257,7 +257,9 @@ def test_bad_configs_are_refused_clearly(distill_data, tmp_path):
 @pytest.mark.parametrize("recipe", ["armhubert", "armwavlm", "maskhubert", "starhubert"])
 def test_loss_decreases_over_20_steps_and_the_export_loads(recipe, distill_data, tmp_path):
     torch.set_num_threads(1)
-    trainer = train(tiny_config(recipe, distill_data), tmp_path / "run")
+    cfg = tiny_config(recipe, distill_data)
+    cfg["model"]["export_teacher"] = recipe == "armhubert"  # the s3prl HuBERT teacher, as in the official files
+    trainer = train(cfg, tmp_path / "run")
     losses = [h["loss"] for h in trainer.history]
     assert len(losses) == 20 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
@@ -277,7 +279,11 @@ def test_loss_decreases_over_20_steps_and_the_export_loads(recipe, distill_data,
     assert raw["pytorch-lightning_version"] == "1.7.7" and raw["global_step"] == 20
     assert raw["hyper_parameters"]["cfg"]["distiller"] == official["distiller"]
     final = torch.load(tmp_path / "run" / "checkpoints" / "step-000000020.pt", weights_only=False)["model"]
-    assert {k[len("student_model."):] for k in raw["state_dict"]} == set(final)
+    assert {k[len("student_model."):] for k in raw["state_dict"] if k.startswith("student_model.")} == set(final)
+    teacher_keys = [k for k in raw["state_dict"] if k.startswith("teacher_model.model.")]
+    assert (recipe == "armhubert") == ("teacher_model.model.mask_emb" in teacher_keys)
+    if teacher_keys:  # the teacher first, then the student (module registration order of train.py)
+        assert list(raw["state_dict"])[0].startswith("teacher_model.model.")
     entry = "starhubert" if recipe == "starhubert" else ("maskhubert" if recipe == "maskhubert" else "armhubert")
     wavs = [torch.randn(16000), torch.randn(9000)]
     outputs = []
