@@ -34,7 +34,6 @@ import copy
 import datetime
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch

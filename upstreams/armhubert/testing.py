@@ -13,10 +13,8 @@ import copy
 import sys
 import types
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 
 from ..common.checkpoint import cached_download_path
 from .checkpoint import write_release
