@@ -349,14 +349,22 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(distill_data
         ddp = copy.deepcopy(cfg)
         ddp["train"]["batch_size"] = 2
         jobs.append([ddp, str(tmp_path / f"ddp-{recipe}")])
+    # starhubert through the user's command (torchrun -m s3prl_plugins.pretrain), the other two in one
+    # torchrun of a small driver (one process-group start for both)
+    star_cfg, star_out = jobs.pop()
+    (tmp_path / "star.yaml").write_text(yaml.safe_dump(star_cfg))
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     (tmp_path / "driver.py").write_text(DDP_DRIVER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-               str(tmp_path / "driver.py"), str(tmp_path / "jobs.json")]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("2 process(es) x batch 2 x accumulation 1 = effective batch 4") == len(RECIPES)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    printed = ""
+    for command in ([*torchrun, f"--master_port={_free_port()}", str(tmp_path / "driver.py"), str(tmp_path / "jobs.json")],
+                    [*torchrun, f"--master_port={_free_port()}", "-m", "s3prl_plugins.pretrain", "starhubert", "--config",
+                     str(tmp_path / "star.yaml"), "--output", star_out, "--no-progress"]):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        printed += result.stdout
+    assert printed.count("2 process(es) x batch 2 x accumulation 1 = effective batch 4") == len(RECIPES)
     for recipe in RECIPES:
         a = torch.load(tmp_path / f"single-{recipe}" / "checkpoints" / "step-000000003.pt", weights_only=True)
         b = torch.load(tmp_path / f"ddp-{recipe}" / "checkpoints" / "step-000000003.pt", weights_only=True)
