@@ -538,9 +538,6 @@ class STaRHuBERTRecipe(_DistillRecipe):
         super().__init__(config)
         obj = self.objective
         obj.validate(self.student_cfg.encoder_layers)
-        if obj.zeroth_input == "post_cnn":
-            raise ConfigError("objective.zeroth_input: post_cnn is not wired into this recipe; use pre_trf "
-                              "(the paper's input of layer 1) or none")
         if obj.avg_attn_weight > 0:
             raise ConfigError("objective.avg_attn_weight > 0 (the average-attention term, not in the final STaR "
                               "loss) is not wired into this recipe; set it to 0")
@@ -550,8 +547,9 @@ class STaRHuBERTRecipe(_DistillRecipe):
         wave, lengths = batch["wave"], batch["lengths"]
         teacher = self.teacher(wave.device)
         target = teacher.encode(wave, lengths)
-        use_input = self.objective.zeroth_input != "none"
-        out = model(wave, lengths, official_batching=self.model_cfg.official_batching, return_layer_input=use_input)
+        zeroth = self.objective.zeroth_input  # H^0: the input of layer 1 (pre_trf), the CNN features, or none
+        out = model(wave, lengths, official_batching=self.model_cfg.official_batching,
+                    return_layer_input=zeroth == "pre_trf", return_features=zeroth == "post_cnn")
         layers = out["layer_results"]
         frames = layers[0].shape[1]
         if target.hidden_states[0].shape[1] < frames:
@@ -564,8 +562,10 @@ class STaRHuBERTRecipe(_DistillRecipe):
         teacher_layers = [h[:, :frames] for h in target.layers]
         pad = out["padding_mask"]
         valid = torch.ones(wave.shape[0], frames, dtype=torch.bool, device=wave.device) if pad is None else ~pad
-        return star_loss(layers, teacher_layers, out.get("layer_input"),
-                         target.layer_input[:, :frames] if use_input else None, valid, self.objective)
+        student_input = {"pre_trf": out.get("layer_input"), "post_cnn": out.get("features")}.get(zeroth)
+        teacher_input = {"pre_trf": target.layer_input, "post_cnn": target.features}.get(zeroth)
+        return star_loss(layers, teacher_layers, student_input,
+                         None if teacher_input is None else teacher_input[:, :frames], valid, self.objective)
 
     def _train_section(self) -> dict:
         return {"star_loss": {f.name: copy.deepcopy(getattr(self.objective, f.name))

@@ -36,6 +36,8 @@ class TeacherOutput:
 
     hidden_states: list[Tensor]
     padding_mask: Tensor | None
+    #: the CNN features after their LayerNorm / projection, before any masking [B, T, D]
+    features: Tensor | None = None
 
     @property
     def layers(self) -> list[Tensor]:
@@ -129,7 +131,7 @@ class LocalTeacher(nn.Module):
         wave, lengths = self._prepare_input(wave, lengths)
         x, pad, frame_mask = self._front_end(wave, lengths)
         self._check_mask(mask_indices, x.shape[:2])
-        return TeacherOutput(self._encoder(self._masked(x, mask_indices, frame_mask), pad, frame_mask), pad)
+        return TeacherOutput(self._encoder(self._masked(x, mask_indices, frame_mask), pad, frame_mask), pad, x)
 
     @torch.no_grad()
     def encode_pair(self, wave: Tensor, lengths: Tensor | None, mask_indices: Tensor) -> tuple[TeacherOutput,
@@ -143,7 +145,7 @@ class LocalTeacher(nn.Module):
         twice = (lambda t: None if t is None else torch.cat([t, t]))
         hidden = self._encoder(both, twice(pad), twice(frame_mask))
         batch = x.shape[0]
-        return (TeacherOutput([h[:batch] for h in hidden], pad), TeacherOutput([h[batch:] for h in hidden], pad))
+        return (TeacherOutput([h[:batch] for h in hidden], pad, x), TeacherOutput([h[batch:] for h in hidden], pad, x))
 
     # -- the pieces (no teacher code edited) ---------------------------------------------------
     def _front_end(self, wave: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:

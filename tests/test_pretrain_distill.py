@@ -217,6 +217,27 @@ def test_require_same_masks_keeps_a_subset_of_the_smallest_count():
     assert torch.equal(kept[mask.sum(1).argmin()], mask[mask.sum(1).argmin()])
 
 
+def test_star_zeroth_input_choices(distill_data):
+    """H^0 of the first intra-layer Gram: the input of layer 1 (paper), the CNN features (the
+    third-party choice, also as G^0 in the layer-wise term) or none."""
+    from s3prl_plugins.pretrain.data import sample_rng
+
+    losses = {}
+    for zeroth, include in (("pre_trf", False), ("post_cnn", True), ("none", False)):
+        cfg = tiny_config("starhubert", distill_data)
+        cfg["objective"] = {"zeroth_input": zeroth, "layer_wise_include_input": include}
+        recipe = get_recipe("starhubert")(cfg)
+        reader = recipe.build_reader()
+        torch.manual_seed(0)
+        model = recipe.build_model().eval()
+        batch = recipe.collate([recipe.make_example(reader[i], sample_rng(0, 0, i)) for i in range(2)])
+        loss, logs = recipe.compute_loss(model, batch)
+        loss.backward()
+        assert torch.isfinite(loss) and model.encoder.layers[0].fc1.weight.grad is not None
+        losses[zeroth] = float(loss)
+    assert losses["none"] < losses["pre_trf"] and len(set(losses.values())) == 3, losses
+
+
 def test_bad_configs_are_refused_clearly(distill_data, tmp_path):
     from s3prl_plugins.pretrain.config import ConfigError
     from s3prl_plugins.pretrain.teacher import TeacherError, load_teacher

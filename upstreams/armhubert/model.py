@@ -158,14 +158,17 @@ class StudentModel(nn.Module):
         return self.feature_extractor.total_stride
 
     def forward(self, wavs: Tensor, lengths: Tensor, *, official_batching: bool = False,
-                mask_indices: Tensor | None = None, return_layer_input: bool = False) -> dict:
+                mask_indices: Tensor | None = None, return_layer_input: bool = False,
+                return_features: bool = False) -> dict:
         """``wavs`` [B, L] zero-padded at 16 kHz, ``lengths`` [B] -> dict with ``hidden_states``
         (ARM: projection heads [B, T, 768]; STaR: layer outputs [B, T, D]), ``layer_results``
         and ``padding_mask`` [B, T].
 
         Training only: ``mask_indices`` [B, T] (True = masked) replaces those frames by
         ``mask_emb`` after the input dropout (masking distillation); ``return_layer_input`` adds
-        ``layer_input``, the input of the first layer [B, T, D] (STaR's intra-layer loss)."""
+        ``layer_input``, the input of the first layer [B, T, D] (STaR's intra-layer loss);
+        ``return_features`` adds ``features``, the CNN features after their LayerNorm / projection,
+        before the input dropout [B, T, D] (the official STaR student's ``post_cnn``)."""
         # Unpadded batches need no masking at all; one host sync per batch decides. (Compared with
         # the padded width, not lengths[0]: training may pad a batch beyond its longest utterance.)
         uniform = bool((lengths == wavs.shape[1]).all())
@@ -179,6 +182,7 @@ class StudentModel(nn.Module):
             x = x[:, : x.shape[1] - crop]
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
+        features = x
         x = F.dropout(x, self.cfg.dropout_input, self.training)
         if mask_indices is not None:
             if not hasattr(self, "mask_emb"):
@@ -199,4 +203,6 @@ class StudentModel(nn.Module):
         out = {"hidden_states": hidden, "layer_results": layer_results, "padding_mask": pad}
         if return_layer_input:
             out["layer_input"] = layer_input
+        if return_features:
+            out["features"] = features
         return out
