@@ -22,7 +22,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, Sampler
 
 __all__ = [
     "DataError", "sample_rng", "read_table", "LogMelList", "AudioList", "librispeech_list", "TarShards",
-    "load_audio", "random_crop", "log_mix_exp", "GlobalBatchSampler", "RecipeDataset", "AUDIO_EXTENSIONS",
+    "load_audio", "random_crop", "log_mix_exp", "GlobalBatchSampler", "RecipeDataset", "AUDIO_EXTENSIONS", "progress",
 ]
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif")
@@ -38,6 +38,15 @@ AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", "
 
 class DataError(ValueError):
     """Training data that cannot be read; the message names the file and the fix."""
+
+
+def progress(iterable: Iterable, total: int, desc: str, enabled: bool = True):
+    """``iterable`` behind a tqdm bar (the preparation steps' progress display)."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True)
 
 
 def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:

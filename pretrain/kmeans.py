@@ -29,12 +29,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 
 from .data import DataError, read_table
+from .data import progress as _progress
 
 __all__ = ["FEATURE_LIST_COLUMNS", "FbankFrames", "LayerFeatures", "read_feature_list", "feature_source",
            "fit_kmeans", "write_labels", "default_stats", "nearest_centroid", "label_counts", "FAIRSEQ_KMEANS"]
@@ -45,14 +45,6 @@ FEATURE_LIST_COLUMNS = ("key", "file_path", "length")
 #: fairseq simple_kmeans' MiniBatchKMeans settings (learn_kmeans.py defaults)
 FAIRSEQ_KMEANS = dict(init="k-means++", max_iter=100, batch_size=10000, tol=0.0, max_no_improvement=100, n_init=20,
                       reassignment_ratio=0.0)
-
-
-def _progress(iterable: Iterable, total: int, desc: str, enabled: bool = True):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True)
 
 
 def read_feature_list(csv_path: str | os.PathLike) -> list[tuple[str, Path, int]]:

@@ -22,25 +22,18 @@ import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .data import AUDIO_EXTENSIONS, DataError, load_audio
+from .data import progress as _progress
 
 __all__ = ["find_audio", "logmel_of", "prepare_logmel", "prepare_librispeech", "prepare_audioset_list",
            "prepare_shards", "prepare_buckets", "prepare_fbank", "main"]
 
 SAMPLE_RATE = 16000
-
-
-def _progress(iterable: Iterable, total: int, desc: str, enabled: bool = True):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True)
 
 
 def find_audio(source: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> tuple[Path, list[Path]]:
