@@ -193,6 +193,21 @@ def test_default_is_batch_invariant(tmp_path, reuse):
             torch.testing.assert_close(b[i, :frames], a[0, :frames], rtol=1e-4, atol=1e-5)
 
 
+def test_lone_row_padded_beyond_its_length_equals_the_unpadded_row(tmp_path):
+    """Distillation pads a micro-batch to the longest utterance of all processes, so a batch of
+    one can carry padding: its valid frames must still equal the unpadded run."""
+    torch.manual_seed(0)
+    model = StudentModel(student_config(tiny_distiller(ARM, reuse=True), ARM)).eval()
+    wav = _wav(0.6)
+    padded = torch.nn.functional.pad(wav, (0, 4000))[None]
+    with torch.no_grad():
+        alone = model(wav[None], torch.tensor([wav.numel()]))["hidden_states"]
+        extra = model(padded, torch.tensor([wav.numel()]))["hidden_states"]
+    frames = alone[0].shape[1]
+    for a, b in zip(alone, extra):
+        torch.testing.assert_close(b[:, :frames], a, rtol=1e-4, atol=1e-5)
+
+
 def _reference_official_batch(model: StudentModel, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
     """Independent, loop-based restatement of the official numbers for a padded batch: fairseq
     time-major layout, GroupNorm over the padded row, -inf key masking, and reuse layers that

@@ -271,10 +271,13 @@ def test_config_errors_are_clear(pretrain_data, tmp_path):
 
 
 def test_shipped_configs_build_full_size_models():
-    """Every shipped config is valid, and the models have the official sizes (ViT-Base encoders)."""
+    """Every shipped config is valid, and the M2D / Dasheng models have the official sizes
+    (ViT-Base encoders; the MelHuBERT and distillation sizes are checked in their own tests)."""
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         config = load_yaml(path)
         recipe = get_recipe(config["recipe"])(config)
+        if config["recipe"] not in ("m2d", "m2ds", "m2das", "m2dx", "dasheng"):
+            continue
         if config["recipe"] == "dasheng" and recipe.model_cfg.embed_dim > 768:
             continue  # 0.6B / 1.2B: too large to build in CI
         recipe.state.update({"norm_stats": [-7.1, 4.2], "classes": [str(i) for i in range(527)],

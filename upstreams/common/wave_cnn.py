@@ -157,8 +157,9 @@ class WaveformCNN(nn.Module):
     def forward(self, wavs: Tensor, lengths: Tensor | None = None, *, stats_over_padding: bool = False) -> Tensor:
         """``wavs`` [B, L] (zero right-padded), ``lengths`` [B] valid samples -> ``[B, C, T]``."""
         x = wavs.unsqueeze(1)
-        # Per-utterance statistics matter only when rows differ in length; a single row needs none.
-        masked = lengths is not None and not stats_over_padding and wavs.shape[0] > 1
+        # Per-utterance statistics whenever lengths are given (callers pass None for unpadded
+        # batches); a lone row padded beyond its length (a DDP-wide padded batch) needs them too.
+        masked = lengths is not None and not stats_over_padding
         for index, block in enumerate(self.conv_layers):
             x = self._conv(block[0], x)
             if len(block) == 4:
