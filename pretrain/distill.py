@@ -292,6 +292,12 @@ class _DistillRecipe(Recipe):
     def item_lengths(self, reader):
         return getattr(reader, "lengths", None)
 
+    def no_weight_decay(self, name: str, param) -> bool:
+        # s3prl's AdamW_with_schedule grouping used by train.py: only names containing "bias" are
+        # not decayed (its "LayerNorm.weight" pattern matches no name here, so norms and
+        # mask_emb decay too)
+        return "bias" in name
+
     def seconds_per_example(self) -> float:
         return self._mean_seconds
 

@@ -2,29 +2,36 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["param_groups", "build_optimizer", "WarmupCosine", "LinearSchedule", "ema_update"]
+__all__ = ["timm_no_weight_decay", "param_groups", "build_optimizer", "WarmupCosine", "LinearSchedule", "ema_update"]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups as timm's ``add_weight_decay``: no decay on biases and 1-D tensors
-    (norms, tokens); frozen parameters (EMA targets, fixed positional tables) are left out."""
+def timm_no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """timm's ``add_weight_decay`` rule: biases and 1-D tensors (norms, tokens) are not decayed."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 no_weight_decay: Callable[[str, torch.Tensor], bool] = timm_no_weight_decay) -> list[dict]:
+    """Two AdamW groups, ``no_weight_decay(name, param)`` choosing the undecayed parameters;
+    frozen parameters (EMA targets, fixed positional tables) are left out."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+        (no_decay if no_weight_decay(name, param) else decay).append(param)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float,
+                    no_weight_decay: Callable[[str, torch.Tensor], bool] = timm_no_weight_decay) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, no_weight_decay)
     if cfg.optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb

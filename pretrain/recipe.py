@@ -101,6 +101,13 @@ class Recipe(abc.ABC):
     def make_example(self, raw: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One training example (fixed-shape tensors) from a reader item and its own RNG."""
 
+    def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
+        """True for parameters the optimiser must not decay (default: timm's rule, biases and
+        1-D tensors)."""
+        from .optim import timm_no_weight_decay
+
+        return timm_no_weight_decay(name, param)
+
     def item_lengths(self, reader) -> Sequence[int] | None:
         """Per-item lengths to batch similar lengths together (s3prl's bucketing), or None for
         uniformly random batches (default)."""

@@ -140,7 +140,7 @@ class Trainer:
         schedule = plan_schedule(recipe, len(dataset), ctx.world_size)
 
         module = recipe.build_model().to(ctx.device)
-        optimizer = build_optimizer(module, cfg, schedule.lr)
+        optimizer = build_optimizer(module, cfg, schedule.lr, recipe.no_weight_decay)
         scheduler = WarmupCosine(optimizer, schedule.lr, schedule.warmup_steps, schedule.total_steps, cfg.min_lr_ratio,
                                  cfg.schedule)
         autocast_dtype, use_scaler = self._precision()

@@ -129,6 +129,27 @@ def test_shipped_configs_build_the_published_students(name):
 # ---------------------------------------------------------------------------------------------
 # Teacher and loss pieces
 # ---------------------------------------------------------------------------------------------
+def test_weight_decay_groups_follow_s3prl():
+    """train.py's optimiser decays every parameter whose name lacks 'bias' (LayerNorm weights
+    and mask_emb included); the M2D/Dasheng recipes keep timm's rule."""
+    from s3prl_plugins.pretrain.optim import build_optimizer
+
+    cfg = load_yaml(CONFIG_DIR / "armhubert_960.yaml")
+    recipe = get_recipe(cfg["recipe"])(cfg)
+    model = recipe.build_model()
+    optimizer = build_optimizer(model, recipe.train, 1e-3, recipe.no_weight_decay)
+    names = {id(p): n for n, p in model.named_parameters()}
+    undecayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0.01 for p in g["params"]}
+    assert undecayed and all("bias" in n for n in undecayed)
+    assert "mask_emb" in decayed and "encoder.layer_norm.weight" in decayed
+    assert len(undecayed) + len(decayed) == len(names)
+    from s3prl_plugins.pretrain.recipe import Recipe
+
+    assert Recipe.no_weight_decay(recipe, "blocks.0.norm1.weight", torch.zeros(4))  # timm's rule elsewhere
+    assert not Recipe.no_weight_decay(recipe, "blocks.0.attn.qkv.weight", torch.zeros(4, 4))
+
+
 def test_teacher_formats_padded_and_masked(distill_data, monkeypatch):
     """Every format: the 12-layer convention, padding masks, and masking at GIVEN frames, checked
     against the models' own masking code (s3prl: its apply_mask; Hugging Face: mask_time_indices)."""
