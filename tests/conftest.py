@@ -23,3 +23,18 @@ def superb_data(tmp_path_factory) -> dict:
     from s3prl_plugins.data import make_all
 
     return make_all(tmp_path_factory.mktemp("superb_data"), seed=0)
+
+
+@pytest.fixture
+def s3prl_copy(tmp_path) -> Path:
+    """A pristine copy of the installed s3prl package (setup.sh installs into the real one)."""
+    import shutil
+
+    from s3prl_plugins import installer
+    from s3prl_plugins._cli import s3prl_package_dir
+
+    target = tmp_path / "site" / "s3prl"
+    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+    installer.uninstall(target, log=lambda *_: None)
+    assert installer.BEGIN not in (target / "hub.py").read_text()
+    return target

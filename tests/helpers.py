@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 E2E_RUNNER = Path(__file__).resolve().parent / "e2e_runner.py"
 
 TASKS = ("speech_commands", "fluent_commands")
+
+
+def free_port() -> int:
+    """A free local TCP port (torch.distributed rendezvous of the DDP tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(**extra) -> dict:
+    """This environment with one CPU thread per process (DDP tests run several) and ``extra``."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
 def task_overrides(task: str, data: dict, steps: int = 20) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from s3prl_plugins import installer
-from s3prl_plugins._cli import s3prl_package_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,17 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def _digest_tree(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
-
-
-@pytest.fixture
-def s3prl_copy(tmp_path) -> Path:
-    target = tmp_path / "site" / "s3prl"
-    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
-    # The environment's s3prl may already be installed into (scripts/setup.sh does it): start
-    # from the pristine package.
-    installer.uninstall(target, log=lambda *_: None)
-    assert installer.BEGIN not in (target / "hub.py").read_text()
-    return target
 
 
 def _run(*args, cwd=None, env_extra=None):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import asdict
@@ -24,6 +23,8 @@ from s3prl_plugins.pretrain.config import load_yaml, CONFIG_DIR
 from s3prl_plugins.pretrain.recipe import get_recipe
 from s3prl_plugins.pretrain.trainer import Trainer
 from s3prl_plugins.upstreams.armhubert.testing import tiny_distiller
+
+from .helpers import free_port
 
 LAYERS, DIM = 4, 32
 #: which teacher format each recipe trains from (together: all four formats)
@@ -372,16 +373,8 @@ torch.distributed.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(distill_data, tmp_path):
-    """Masks, mask-count equalisation, padding and the B*T normaliser do not depend on the split.
-    (Batches of at least 2 per process: the shared CNN takes a lone utterance's GroupNorm statistics
-    over its whole row, padding included.)"""
+    """Masks, mask-count equalisation, padding and the B*T normaliser do not depend on the split."""
     torch.set_num_threads(1)
     jobs, singles = [], {}
     for recipe in RECIPES:
@@ -400,8 +393,8 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(distill_data
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
     printed = ""
-    for command in ([*torchrun, f"--master_port={_free_port()}", str(tmp_path / "driver.py"), str(tmp_path / "jobs.json")],
-                    [*torchrun, f"--master_port={_free_port()}", "-m", "s3prl_plugins.pretrain", "starhubert", "--config",
+    for command in ([*torchrun, f"--master_port={free_port()}", str(tmp_path / "driver.py"), str(tmp_path / "jobs.json")],
+                    [*torchrun, f"--master_port={free_port()}", "-m", "s3prl_plugins.pretrain", "starhubert", "--config",
                      str(tmp_path / "star.yaml"), "--output", star_out, "--no-progress"]):
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,22 +14,10 @@ import pytest
 import yaml
 
 from s3prl_plugins import installer
-from s3prl_plugins._cli import s3prl_package_dir
 from s3prl_plugins.upstreams.common.checkpoint import load_checkpoint
 
-from .helpers import E2E_RUNNER, accuracies, downstream_commands
+from .helpers import E2E_RUNNER, accuracies, downstream_commands, subprocess_env
 from .test_pretrain_distill import distill_data, tiny_config, train  # noqa: F401  (fixture)
-
-
-def _env(**extra) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
-
-
-@pytest.fixture
-def s3prl_copy(tmp_path) -> Path:
-    target = tmp_path / "site" / "s3prl"
-    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
 
 
 @pytest.mark.slow
@@ -50,7 +37,7 @@ def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data,
                             "eps": 1e-6, "weight_decay": 1e-6},
               "pretrain_expert": {"datarc": {"train_batch_size": 2, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
-    env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
     exports = {}
     for recipe in ("armhubert", "starhubert"):
         (tmp_path / f"{recipe}.yaml").write_text(yaml.safe_dump(tiny_config(recipe, distill_data, total_steps=3)))
@@ -62,7 +49,7 @@ def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data,
         saved = load_checkpoint(states, family="s3prl pre-training")  # pickles s3prl's optimizers.* schedule
         assert saved["Recipe"] == recipe and ("mask_emb" in saved["Model"]) == (recipe == "armhubert")
         exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
-                                   "--output", str(tmp_path / "export")], capture_output=True, text=True, env=_env(),
+                                   "--output", str(tmp_path / "export")], capture_output=True, text=True, env=subprocess_env(),
                                   timeout=600)
         assert exported.returncode == 0, exported.stderr[-3000:]
         exports[recipe] = Path(exported.stdout.strip().splitlines()[-1])
@@ -82,7 +69,7 @@ def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data,
                                     tasks=("speech_commands",))
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     result = subprocess.run([sys.executable, str(E2E_RUNNER), str(tmp_path / "plan.json")], cwd=tmp_path,
-                            env=_env(), capture_output=True, text=True, timeout=1200)
+                            env=subprocess_env(), capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     for entry in runs:
         found = accuracies(tmp_path / "downstream" / entry / "speech_commands")

@@ -3,8 +3,6 @@ and a pre-trained checkpoint running in s3prl's run_downstream.py."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +12,11 @@ import torch
 import yaml
 
 from s3prl_plugins import installer
-from s3prl_plugins._cli import s3prl_package_dir
 
-from .helpers import accuracies, run_downstream_e2e
+from .helpers import accuracies, free_port, run_downstream_e2e, subprocess_env
 from .test_pretrain import pretrain_data, tiny_config, train  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(**extra) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
 @pytest.mark.slow
@@ -42,10 +29,10 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_dat
     single = train("m2d", cfg, tmp_path / "single")
     cfg["train"]["batch_size"] = 2
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                "-m", "s3prl_plugins.pretrain", "m2d", "--config", str(tmp_path / "ddp.yaml"),
                "--output", str(tmp_path / "ddp"), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
     a = torch.load(tmp_path / "single" / "checkpoints" / "step-000000003.pt", weights_only=True)
@@ -58,13 +45,6 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_dat
     seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
     initial = single.recipe.build_model().state_dict()
     assert (a["model"]["blocks.0.attn.qkv.weight"] - initial["blocks.0.attn.qkv.weight"]).abs().max() > 5e-5
-
-
-@pytest.fixture
-def s3prl_copy(tmp_path) -> Path:
-    target = tmp_path / "site" / "s3prl"
-    shutil.copytree(s3prl_package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
 
 
 @pytest.mark.slow
@@ -81,7 +61,7 @@ def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, s
                             "weight_decay": 0.05},
               "pretrain_expert": {"datarc": {"train_batch_size": 4, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
-    env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
     # the wrapper (cd into the s3prl folder, absolute paths) running s3prl's own run_pretrain.py
     command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "m2d", "-n", "tiny", "-p", "s3run",
                "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
@@ -102,7 +82,7 @@ def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, s
 
     exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export",
                                str(final), "--output", str(tmp_path / "export")],
-                              capture_output=True, text=True, env=_env(), timeout=600)
+                              capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert exported.returncode == 0, exported.stderr[-3000:]
     checkpoint = Path(exported.stdout.strip().splitlines()[-1])
     assert checkpoint.parent.name.startswith("m2d_vit_base-80x160p16x16-") and checkpoint.name.startswith("checkpoint-")

@@ -14,8 +14,7 @@ import yaml
 
 from s3prl_plugins import installer
 
-from .helpers import accuracies, run_downstream_e2e
-from .test_pretrain_e2e import _env, _free_port, s3prl_copy  # noqa: F401  (fixture)
+from .helpers import accuracies, free_port, run_downstream_e2e, subprocess_env
 from .test_pretrain_melhubert import melhubert_data, melhubert_runs, tiny_config, train  # noqa: F401  (fixtures)
 
 
@@ -35,10 +34,10 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(melhubert_da
     single = train(cfg, tmp_path / "single")
     cfg["train"]["batch_size"] = 2
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                "-m", "s3prl_plugins.pretrain", "melhubert", "--config", str(tmp_path / "ddp.yaml"),
                "--output", str(tmp_path / "ddp"), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
     # the logged loss (mean over processes) is the single-process loss of the same 4 utterances
@@ -74,7 +73,7 @@ def test_run_pretrain_with_installed_melhubert_recipe(melhubert_data, s3prl_copy
                             "eps": 1e-8, "weight_decay": 0},
               "pretrain_expert": {"datarc": {"train_batch_size": 4, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
-    env = _env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "melhubert", "-n", "tiny", "-p", "s3run",
                "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
@@ -85,7 +84,7 @@ def test_run_pretrain_with_installed_melhubert_recipe(melhubert_data, s3prl_copy
     assert saved["Upstream_Config"]["recipe_state"]["stats"]  # the statistics travel in the checkpoint
 
     exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
-                               "--output", str(tmp_path / "export")], capture_output=True, text=True, env=_env(),
+                               "--output", str(tmp_path / "export")], capture_output=True, text=True, env=subprocess_env(),
                               timeout=600)
     assert exported.returncode == 0, exported.stderr[-3000:]
     checkpoint = Path(exported.stdout.strip().splitlines()[-1])
