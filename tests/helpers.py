@@ -27,6 +27,23 @@ def subprocess_env(**extra) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
+def run_s3prl_pretrain(s3prl_copy: Path, workdir: Path, args: list[str]) -> None:
+    """``python -m s3prl_plugins.run_pretrain ARGS`` (s3prl's own run_pretrain.py) in ``workdir``
+    against the s3prl copy ``s3prl_copy`` (which the test has installed into)."""
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(Path(s3prl_copy).parent), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-m", "s3prl_plugins.run_pretrain", *args, "--device", "cpu"],
+                            capture_output=True, text=True, env=env, cwd=workdir, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def export_cli(checkpoint: Path, output: Path) -> Path:
+    """``python -m s3prl_plugins.pretrain export CHECKPOINT --output OUTPUT``; the file it wrote."""
+    result = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(checkpoint),
+                             "--output", str(output)], capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
 def task_overrides(task: str, data: dict, steps: int = 20) -> str:
     """``-o`` settings for a short CPU run of ``task`` on the generated data."""
     runner = (f"config.runner.total_steps={steps},,config.runner.log_step={steps // 2},,"

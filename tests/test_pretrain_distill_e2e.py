@@ -5,10 +5,8 @@ export to the release layout, and the exported students as upstreams in s3prl's 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,7 +14,7 @@ import yaml
 from s3prl_plugins import installer
 from s3prl_plugins.upstreams.common.checkpoint import load_checkpoint
 
-from .helpers import E2E_RUNNER, accuracies, downstream_commands, subprocess_env
+from .helpers import E2E_RUNNER, accuracies, downstream_commands, export_cli, run_s3prl_pretrain, subprocess_env
 from .test_pretrain_distill import distill_data, tiny_config, train  # noqa: F401  (fixture)
 
 
@@ -37,22 +35,15 @@ def test_run_pretrain_distill_recipes_then_downstream(distill_data, superb_data,
                             "eps": 1e-6, "weight_decay": 1e-6},
               "pretrain_expert": {"datarc": {"train_batch_size": 2, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
-    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
     exports = {}
     for recipe in ("armhubert", "starhubert"):
         (tmp_path / f"{recipe}.yaml").write_text(yaml.safe_dump(tiny_config(recipe, distill_data, total_steps=3)))
-        command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", recipe, "-n", recipe, "-p", f"s3{recipe}",
-                   "-g", f"{recipe}.yaml", "-c", "runner.yaml", "--device", "cpu"]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        run_s3prl_pretrain(s3prl_copy, tmp_path, ["-u", recipe, "-n", recipe, "-p", f"s3{recipe}",
+                                                  "-g", f"{recipe}.yaml", "-c", "runner.yaml"])
         states = tmp_path / f"s3{recipe}" / "states-3.ckpt"
         saved = load_checkpoint(states, family="s3prl pre-training")  # pickles s3prl's optimizers.* schedule
         assert saved["Recipe"] == recipe and ("mask_emb" in saved["Model"]) == (recipe == "armhubert")
-        exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
-                                   "--output", str(tmp_path / "export")], capture_output=True, text=True, env=subprocess_env(),
-                                  timeout=600)
-        assert exported.returncode == 0, exported.stderr[-3000:]
-        exports[recipe] = Path(exported.stdout.strip().splitlines()[-1])
+        exports[recipe] = export_cli(states, tmp_path / "export")
         assert exports[recipe].name == f"tiny-{recipe}.ckpt" and exports[recipe].with_suffix(".yaml").is_file()
 
     # MaskHuBERT through the standalone trainer

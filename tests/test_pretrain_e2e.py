@@ -2,7 +2,6 @@
 and a pre-trained checkpoint running in s3prl's run_downstream.py."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import yaml
 
 from s3prl_plugins import installer
 
-from .helpers import accuracies, free_port, run_downstream_e2e, subprocess_env
+from .helpers import accuracies, export_cli, free_port, run_downstream_e2e, run_s3prl_pretrain, subprocess_env
 from .test_pretrain import pretrain_data, tiny_config, train  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,30 +60,20 @@ def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, s
                             "weight_decay": 0.05},
               "pretrain_expert": {"datarc": {"train_batch_size": 4, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
-    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
     # the wrapper (cd into the s3prl folder, absolute paths) running s3prl's own run_pretrain.py
-    command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "m2d", "-n", "tiny", "-p", "s3run",
-               "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_s3prl_pretrain(s3prl_copy, tmp_path, ["-u", "m2d", "-n", "tiny", "-p", "s3run", "-g", "model.yaml",
+                                              "-c", "runner.yaml"])
     states = tmp_path / "s3run" / "states-8.ckpt"
     assert states.is_file()
     # -e resumes with the recipe config stored in the checkpoint (Upstream_Config): redo steps 5-8
     first = torch.load(states, map_location="cpu", weights_only=False)
     states.unlink()
-    resumed = subprocess.run([sys.executable, "-m", "s3prl_plugins.run_pretrain", "-e", "s3run/states-4.ckpt",
-                              "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    run_s3prl_pretrain(s3prl_copy, tmp_path, ["-e", "s3run/states-4.ckpt"])
     final = torch.load(states, map_location="cpu", weights_only=False)
     assert final["Step"] == first["Step"] == 7 and final["Updates"] == 8
     assert final["Upstream_Config"] == first["Upstream_Config"]  # same statistics, not recomputed
-    final = states
 
-    exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export",
-                               str(final), "--output", str(tmp_path / "export")],
-                              capture_output=True, text=True, env=subprocess_env(), timeout=600)
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    checkpoint = Path(exported.stdout.strip().splitlines()[-1])
+    checkpoint = export_cli(states, tmp_path / "export")
     assert checkpoint.parent.name.startswith("m2d_vit_base-80x160p16x16-") and checkpoint.name.startswith("checkpoint-")
 
     # the pre-trained model as an upstream in s3prl's downstream runner (generated KS data)

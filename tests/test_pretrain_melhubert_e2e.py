@@ -2,11 +2,9 @@
 installer, and the stage-2 export running in s3prl's run_downstream.py."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ import yaml
 
 from s3prl_plugins import installer
 
-from .helpers import accuracies, free_port, run_downstream_e2e, subprocess_env
+from .helpers import accuracies, export_cli, free_port, run_downstream_e2e, run_s3prl_pretrain, subprocess_env
 from .test_pretrain_melhubert import melhubert_data, melhubert_runs, tiny_config, train  # noqa: F401  (fixtures)
 
 
@@ -73,21 +71,14 @@ def test_run_pretrain_with_installed_melhubert_recipe(melhubert_data, s3prl_copy
                             "eps": 1e-8, "weight_decay": 0},
               "pretrain_expert": {"datarc": {"train_batch_size": 4, "num_workers": 0}}}
     (tmp_path / "runner.yaml").write_text(yaml.safe_dump(runner))
-    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(s3prl_copy.parent), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "s3prl_plugins.run_pretrain", "-u", "melhubert", "-n", "tiny", "-p", "s3run",
-               "-g", "model.yaml", "-c", "runner.yaml", "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_s3prl_pretrain(s3prl_copy, tmp_path, ["-u", "melhubert", "-n", "tiny", "-p", "s3run", "-g", "model.yaml",
+                                              "-c", "runner.yaml"])
     states = tmp_path / "s3run" / "states-4.ckpt"
     assert states.is_file()
     saved = torch.load(states, map_location="cpu", weights_only=False)
     assert saved["Upstream_Config"]["recipe_state"]["stats"]  # the statistics travel in the checkpoint
 
-    exported = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(states),
-                               "--output", str(tmp_path / "export")], capture_output=True, text=True, env=subprocess_env(),
-                              timeout=600)
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    checkpoint = Path(exported.stdout.strip().splitlines()[-1])
+    checkpoint = export_cli(states, tmp_path / "export")
     assert checkpoint.name == "melhubert_20ms-step4.ckpt"
     official = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert list(official) == ["Optimizer", "Step", "Args", "Runner", "model", "Upstream_Config"]
