@@ -27,6 +27,31 @@ def subprocess_env(**extra) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
+def torchrun_pretrain(recipe: str, config: Path, output: Path) -> str:
+    """``torchrun --nproc_per_node=2 -m s3prl_plugins.pretrain RECIPE`` (2 gloo processes on CPU);
+    returns what it printed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               "-m", "s3prl_plugins.pretrain", recipe, "--config", str(config), "--output", str(output), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
+    return result.stdout
+
+
+def assert_same_training_state(single: Path, ddp: Path, step: int, atol: float = 1e-5) -> dict:
+    """The step-``step`` checkpoints of a 1-process run and a 2-process run hold the same weights;
+    returns the single run's model state."""
+    import torch
+
+    name = f"step-{step:09d}.pt"
+    a = torch.load(Path(single) / "checkpoints" / name, weights_only=True)
+    b = torch.load(Path(ddp) / "checkpoints" / name, weights_only=True)
+    assert b["world_size"] == 2 and len(b["rng"]) == 2
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], atol=atol, rtol=0), (key, (value - b["model"][key]).abs().max())
+    return a["model"]
+
+
 def run_s3prl_pretrain(s3prl_copy: Path, workdir: Path, args: list[str]) -> None:
     """``python -m s3prl_plugins.run_pretrain ARGS`` (s3prl's own run_pretrain.py) in ``workdir``
     against the s3prl copy ``s3prl_copy`` (which the test has installed into)."""

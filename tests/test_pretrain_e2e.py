@@ -2,8 +2,6 @@
 and a pre-trained checkpoint running in s3prl's run_downstream.py."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,8 @@ import yaml
 
 from s3prl_plugins import installer
 
-from .helpers import accuracies, export_cli, free_port, run_downstream_e2e, run_s3prl_pretrain, subprocess_env
+from .helpers import (accuracies, assert_same_training_state, export_cli, run_downstream_e2e, run_s3prl_pretrain,
+                      torchrun_pretrain)
 from .test_pretrain import pretrain_data, tiny_config, train  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,22 +27,13 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_dat
     single = train("m2d", cfg, tmp_path / "single")
     cfg["train"]["batch_size"] = 2
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               "-m", "s3prl_plugins.pretrain", "m2d", "--config", str(tmp_path / "ddp.yaml"),
-               "--output", str(tmp_path / "ddp"), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
-    a = torch.load(tmp_path / "single" / "checkpoints" / "step-000000003.pt", weights_only=True)
-    b = torch.load(tmp_path / "ddp" / "checkpoints" / "step-000000003.pt", weights_only=True)
-    assert b["world_size"] == 2 and len(b["rng"]) == 2
-    for key, value in a["model"].items():
-        assert torch.allclose(value, b["model"][key], atol=1e-5, rtol=0), (key, (value - b["model"][key]).abs().max())
+    torchrun_pretrain("m2d", tmp_path / "ddp.yaml", tmp_path / "ddp")
+    trained = assert_same_training_state(tmp_path / "single", tmp_path / "ddp", step=3)
     from s3prl_plugins.pretrain.trainer import seed_everything
 
     seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
     initial = single.recipe.build_model().state_dict()
-    assert (a["model"]["blocks.0.attn.qkv.weight"] - initial["blocks.0.attn.qkv.weight"]).abs().max() > 5e-5
+    assert (trained["blocks.0.attn.qkv.weight"] - initial["blocks.0.attn.qkv.weight"]).abs().max() > 5e-5
 
 
 @pytest.mark.slow

@@ -3,8 +3,6 @@ installer, and the stage-2 export running in s3prl's run_downstream.py."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,8 @@ import yaml
 
 from s3prl_plugins import installer
 
-from .helpers import accuracies, export_cli, free_port, run_downstream_e2e, run_s3prl_pretrain, subprocess_env
+from .helpers import (accuracies, assert_same_training_state, export_cli, run_downstream_e2e, run_s3prl_pretrain,
+                      torchrun_pretrain)
 from .test_pretrain_melhubert import melhubert_data, melhubert_runs, tiny_config, train  # noqa: F401  (fixtures)
 
 
@@ -32,28 +31,19 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(melhubert_da
     single = train(cfg, tmp_path / "single")
     cfg["train"]["batch_size"] = 2
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               "-m", "s3prl_plugins.pretrain", "melhubert", "--config", str(tmp_path / "ddp.yaml"),
-               "--output", str(tmp_path / "ddp"), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 process(es) x batch 2 x accumulation 1 = effective batch 4" in result.stdout
+    printed = torchrun_pretrain("melhubert", tmp_path / "ddp.yaml", tmp_path / "ddp")
     # the logged loss (mean over processes) is the single-process loss of the same 4 utterances
     # (printed with 5 significant digits)
-    ddp_losses = _step_losses(result.stdout)
+    ddp_losses = _step_losses(printed)
     for record in single.history:
         assert abs(ddp_losses[record["step"]] - record["loss"]) < 1e-4, (ddp_losses, single.history)
-    a = torch.load(tmp_path / "single" / "checkpoints" / "step-000000003.pt", weights_only=True)
-    b = torch.load(tmp_path / "ddp" / "checkpoints" / "step-000000003.pt", weights_only=True)
-    assert b["world_size"] == 2 and len(b["rng"]) == 2
-    for key, value in a["model"].items():
-        assert torch.allclose(value, b["model"][key], atol=1e-5, rtol=0), (key, (value - b["model"][key]).abs().max())
+    trained = assert_same_training_state(tmp_path / "single", tmp_path / "ddp", step=3)
     from s3prl_plugins.pretrain.trainer import seed_everything
 
     seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
     initial = single.recipe.build_model().state_dict()
     key = "encoder.layers.0.fc1.weight"
-    assert (a["model"][key] - initial[key]).abs().max() > 5e-5  # the weights did move
+    assert (trained[key] - initial[key]).abs().max() > 5e-5  # the weights did move
 
 
 @pytest.mark.slow
