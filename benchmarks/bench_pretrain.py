@@ -4,8 +4,13 @@
     python benchmarks/bench_pretrain.py --recipes m2d --batch 32 --device cuda --precision bf16
     python benchmarks/bench_pretrain.py --official-m2d /tmp/official/m2d/m2d   # also time the official M2DViT
 
-Batches are synthetic (random log-mel / waveforms of the training crop size), so the numbers are
-the model's training speed without data loading. Reported: steps/s, samples/s, audio seconds/s,
+    python benchmarks/bench_pretrain.py --recipes melhubert,armhubert,maskhubert,starhubert --batch 4
+
+Batches are synthetic (random log-mel / fbank / waveforms of the training crop size, made by the
+recipe's own make_example + collate), so the numbers are the model's training speed without data
+loading. MelHuBERT steps use 15 s crops; the distillation steps use 12 s utterances and include
+both passes of a Base-sized teacher with random weights (a Hugging Face HubertModel folder written
+to a temporary directory), which is the real cost of a distillation step. Reported: steps/s, samples/s, audio seconds/s,
 FLOPs of one step (``torch.utils.flop_counter``) and, on CPU, the fraction of the ~146 GFLOP/s
 fp32 peak of the CI machine. The CPU is shared with other jobs: expect noisy numbers.
 """
@@ -16,6 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,11 +32,33 @@ from s3prl_plugins.pretrain.optim import build_optimizer  # noqa: E402
 from s3prl_plugins.pretrain.recipe import get_recipe  # noqa: E402
 
 CONFIGS = {"m2d": "m2d_vit_base-80x608p16x16", "m2ds": "m2d_s_vit_base-80x400p80x2", "m2das": "m2d_as_vit_base-80x608p16x16",
-           "dasheng": "dasheng_base"}
+           "dasheng": "dasheng_base", "melhubert": "melhubert_20ms", "armhubert": "armhubert_960",
+           "maskhubert": "maskhubert_960", "starhubert": "starhubert_960"}
+DISTILLATION = ("armhubert", "maskhubert", "starhubert")
+#: waveform length of the distillation batches (LibriSpeech utterances average about 12 s)
+DISTILL_SECONDS = 12.0
+
+
+def _through_recipe(recipe, raws: list[dict], device) -> dict:
+    """A batch made by the recipe's own make_example + collate from synthetic raw items."""
+    examples = [recipe.make_example(raw, np.random.default_rng(i)) for i, raw in enumerate(raws)]
+    batch = recipe.collate(examples)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def synthetic_batch(recipe, batch: int, device) -> dict:
     name = recipe.name
+    rng = np.random.default_rng(0)
+    if name == "melhubert":  # 15 s crops of fbank frames (+1 frame so that the crop is random)
+        frames = 2 * recipe.data.sequence_length + 1
+        return _through_recipe(recipe, [{"fbank": 14.0 + 4.0 * rng.standard_normal((frames, 40), dtype=np.float32),
+                                         "labels": rng.integers(0, recipe.model_cfg.num_cluster, frames)}
+                                        for _ in range(batch)], device)
+    if name in DISTILLATION:
+        samples = int(DISTILL_SECONDS * 16000)
+        recipe._mean_seconds = DISTILL_SECONDS
+        return _through_recipe(recipe, [{"wave": 0.1 * rng.standard_normal(samples, dtype=np.float32)}
+                                        for _ in range(batch)], device)
     if name == "dasheng":
         samples = recipe.crop_samples
         return {"wave": 0.1 * torch.randn(batch, samples, device=device),
@@ -55,9 +83,29 @@ def build(name: str, device) -> object:
             config["train"]["optimizer"] = "adamw"
         if device.type != "cuda":
             config["train"]["optimizer"] = "adamw"
+    if name == "melhubert":
+        config["data"]["stats"] = "libri360"  # the shipped official statistics
+    if name in DISTILLATION:
+        config["data"]["teacher"] = _random_teacher("wavlm" if "wavlm" in CONFIGS[name] else "hubert")
     recipe = get_recipe(name)(config)
     recipe.state.update({"norm_stats": [-7.1, 4.2], "classes": [str(i) for i in range(527)], "offline_dim": 768})
+    if name == "melhubert" or name in DISTILLATION:
+        recipe.prepare(None)
     return recipe
+
+
+def _random_teacher(kind: str) -> str:
+    """A HuBERT / WavLM Base-sized Hugging Face folder with random weights (the teacher's cost is
+    what matters here, not its values)."""
+    import tempfile
+
+    import transformers
+
+    folder = Path(tempfile.mkdtemp(prefix=f"bench_{kind}_teacher_"))
+    config_class, model_class = ((transformers.WavLMConfig, transformers.WavLMModel) if kind == "wavlm"
+                                 else (transformers.HubertConfig, transformers.HubertModel))
+    model_class(config_class()).save_pretrained(folder)
+    return str(folder)
 
 
 def time_steps(step, warmup: int, repeats: int, device) -> list[float]:
@@ -67,7 +115,7 @@ def time_steps(step, warmup: int, repeats: int, device) -> list[float]:
 def bench(name: str, args, device) -> dict:
     recipe = build(name, device)
     model = recipe.build_model().to(device).train()
-    optimizer = build_optimizer(model, recipe.train, 1e-4)
+    optimizer = build_optimizer(model, recipe.train, 1e-4, recipe.no_weight_decay)
     batch = synthetic_batch(recipe, args.batch, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     if args.compile:
@@ -82,9 +130,12 @@ def bench(name: str, args, device) -> dict:
         if hasattr(model, "update_target"):
             model.update_target(0.9999)
 
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    # the math attention backend while counting: FlopCounterMode has no formula for the fused CPU
+    # kernels and would count attention as free
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
     times = time_steps(step, args.warmup, args.repeats, device)
