@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..common.masks import padding_mask
-from ..common.transformer import ConvPositionalEmbedding, PostLNTransformerLayer, attention_bias
+from ..common.transformer import PostLNEncoder, attention_bias
 from ..common.wave_cnn import WaveformCNN
 from .config import ARM, StudentConfig
 
@@ -45,29 +45,14 @@ def _scale_grad(x: Tensor, scale: float) -> Tensor:
     return _GradMultiply.apply(x, scale) if scale != 1.0 and x.requires_grad else x
 
 
-class StudentEncoder(nn.Module):
-    """fairseq ``TransformerEncoder`` (post-LN) with optional attention-map reuse."""
+class StudentEncoder(PostLNEncoder):
+    """The shared post-LN encoder with attention-map reuse and layer-wise gradient scaling."""
 
     def __init__(self, cfg: StudentConfig):
-        super().__init__()
-        dim = cfg.encoder_embed_dim
-        self.dropout = cfg.dropout
-        self.pos_conv = ConvPositionalEmbedding(dim, cfg.conv_pos, cfg.conv_pos_groups)
-        self.reuse_pattern = tuple(cfg.reuse_pattern)
-        self.layers = nn.ModuleList(
-            PostLNTransformerLayer(
-                dim,
-                cfg.encoder_ffn_embed_dim,
-                cfg.encoder_attention_heads,
-                dropout=cfg.dropout,
-                # the official reuse layers hard-code attention dropout 0
-                attention_dropout=cfg.attention_dropout if computes else 0.0,
-                activation_dropout=cfg.activation_dropout,
-                reuses_map=not computes,
-            )
-            for computes in self.reuse_pattern
-        )
-        self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
+        super().__init__(cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.encoder_attention_heads,
+                         len(cfg.reuse_pattern), conv_pos=cfg.conv_pos, conv_pos_groups=cfg.conv_pos_groups,
+                         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+                         activation_dropout=cfg.activation_dropout, reuse_pattern=cfg.reuse_pattern)
         self.layer_grad_scale = cfg.layer_grad_scale
         # A computing layer materialises its map only when a later layer reuses it; all other
         # layers run the fused SDPA kernel.
@@ -83,9 +68,8 @@ class StudentEncoder(nn.Module):
         dropout: the official STaR student's ``pre_trf``)."""
         if pad is not None:
             x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-        x = self.layer_norm(x + self.pos_conv(x))
-        layer_input = x
-        x = F.dropout(x, self.dropout, self.training)
+        layer_input = self.embed(x)
+        x = F.dropout(layer_input, self.dropout, self.training)
         bias = attention_bias(pad, x.dtype)
         outputs = []
         reused = None

@@ -4,6 +4,8 @@
 * :class:`PostLNTransformerLayer` - fairseq's wav2vec2/HuBERT encoder layer with
   ``layer_norm_first=False`` (MelHuBERT, ARMHuBERT, STaRHuBERT).
 * :class:`ConvPositionalEmbedding` - wav2vec2's weight-normed grouped convolution.
+* :class:`PostLNEncoder` - fairseq's encoder around them (positional convolution, LayerNorm,
+  post-LN layers), with the layer flags of ARMHuBERT's attention-map reuse.
 
 Attention uses ``scaled_dot_product_attention`` with an optional key padding mask, so padded
 positions never reach a valid frame (the batch then equals running each utterance alone).
@@ -24,6 +26,7 @@ __all__ = [
     "SelfAttention",
     "PostLNTransformerLayer",
     "ConvPositionalEmbedding",
+    "PostLNEncoder",
 ]
 
 
@@ -216,3 +219,46 @@ class ConvPositionalEmbedding(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PostLNEncoder(nn.Module):
+    """fairseq's ``TransformerEncoder`` with ``layer_norm_first=False`` (HuBERT Base and the models
+    built on it): ``LN(x + pos_conv(x))``, dropout, then post-LN layers; ``forward`` returns every
+    layer's output. Parameter names are the official ``pos_conv.0.*``, ``layers.N.*``,
+    ``layer_norm.*``.
+
+    ``reuse_pattern`` (ARMHuBERT): one flag per layer, True = the layer computes its attention
+    map, False = it has no query/key projections and is given the map of an earlier layer by a
+    subclass's loop; reusing layers have attention dropout 0, as in the official code.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, num_layers: int, *, conv_pos: int = 128,
+                 conv_pos_groups: int = 16, dropout: float = 0.0, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0, reuse_pattern=None):
+        super().__init__()
+        self.dropout = dropout
+        self.reuse_pattern = tuple(reuse_pattern) if reuse_pattern is not None else (True,) * num_layers
+        if len(self.reuse_pattern) != num_layers:
+            raise ValueError(f"reuse_pattern has {len(self.reuse_pattern)} flags for {num_layers} layers")
+        self.pos_conv = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups)
+        self.layers = nn.ModuleList(
+            PostLNTransformerLayer(dim, ffn_dim, num_heads, dropout=dropout,
+                                   attention_dropout=attention_dropout if computes else 0.0,
+                                   activation_dropout=activation_dropout, reuses_map=not computes)
+            for computes in self.reuse_pattern
+        )
+        self.layer_norm = nn.LayerNorm(dim, eps=1e-5)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The input of the first layer, ``LN(x + pos_conv(x))`` before dropout; padded frames of
+        ``x`` [B, T, C] must be zero."""
+        return self.layer_norm(x + self.pos_conv(x))
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> list[Tensor]:
+        """``x`` [B, T, C] (padded frames zero), ``bias`` an additive attention mask or None."""
+        x = F.dropout(self.embed(x), self.dropout, self.training)
+        outputs = []
+        for layer in self.layers:
+            x, _ = layer(x, bias)
+            outputs.append(x)
+        return outputs

@@ -9,33 +9,22 @@ strictly without renaming.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..common.transformer import ConvPositionalEmbedding, PostLNTransformerLayer, attention_bias
+from ..common.transformer import PostLNEncoder, attention_bias
 from .config import MelHuBERTConfig
 
 __all__ = ["MelHuBERTEncoder", "MelHuBERTModel"]
 
 
-class MelHuBERTEncoder(nn.Module):
+class MelHuBERTEncoder(PostLNEncoder):
+    """The shared post-LN encoder with MelHuBERT's options (``attention_type: causal``)."""
+
     def __init__(self, config: MelHuBERTConfig):
-        super().__init__()
-        dim = config.encoder_embed_dim
-        self.dropout = config.dropout
-        self.pos_conv = ConvPositionalEmbedding(dim, config.conv_pos, config.conv_pos_groups)
-        self.layer_norm = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList(
-            PostLNTransformerLayer(
-                dim,
-                config.encoder_ffn_embed_dim,
-                config.encoder_attention_heads,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                activation_dropout=config.activation_dropout,
-            )
-            for _ in range(config.encoder_layers)
-        )
+        super().__init__(config.encoder_embed_dim, config.encoder_ffn_embed_dim, config.encoder_attention_heads,
+                         config.encoder_layers, conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups,
+                         dropout=config.dropout, attention_dropout=config.attention_dropout,
+                         activation_dropout=config.activation_dropout)
         self.causal = config.attention_type == "causal"
 
     def _bias(self, padding_mask: Tensor | None, num_frames: int, like: Tensor) -> Tensor | None:
@@ -49,14 +38,7 @@ class MelHuBERTEncoder(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> list[Tensor]:
         """``x`` [B, T, C] with padded frames already zero; returns the output of every layer."""
-        x = self.layer_norm(x + self.pos_conv(x))
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        bias = self._bias(padding_mask, x.shape[1], x)
-        layer_outputs = []
-        for layer in self.layers:
-            x, _ = layer(x, bias)
-            layer_outputs.append(x)
-        return layer_outputs
+        return super().forward(x, self._bias(padding_mask, x.shape[1], x))
 
 
 class MelHuBERTModel(nn.Module):
