@@ -31,6 +31,7 @@ from torch.utils.data import Dataset, Sampler
 __all__ = [
     "DataError", "sample_rng", "read_table", "LogMelList", "AudioList", "librispeech_list", "TarShards",
     "load_audio", "random_crop", "log_mix_exp", "GlobalBatchSampler", "RecipeDataset", "AUDIO_EXTENSIONS", "progress",
+    "resolve_path", "load_npy",
 ]
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif")
@@ -71,9 +72,20 @@ def read_table(path: str | os.PathLike) -> list[dict[str, str]]:
     return rows
 
 
-def _resolve(root: Path | None, name: str) -> Path:
+def resolve_path(root: Path | None, name: str) -> Path:
+    """``name`` from a file list: absolute as is, else relative to ``root``."""
     path = Path(name)
     return path if path.is_absolute() or root is None else root / path
+
+
+def load_npy(path: Path, where: str = "the file list") -> np.ndarray:
+    """A listed ``.npy`` file, memory-mapped; missing or unreadable files are DataErrors."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise DataError(f"{path} (listed in {where}) does not exist; check data.root") from None
+    except ValueError as error:
+        raise DataError(f"{path} is not a readable .npy file ({error}); recreate it") from None
 
 
 class LogMelList:
@@ -98,13 +110,7 @@ class LogMelList:
         return len(self.rows)
 
     def _load(self, name: str) -> np.ndarray:
-        path = _resolve(self.root, name)
-        try:
-            return np.load(path, mmap_mode="r")
-        except FileNotFoundError:
-            raise DataError(f"{path} (listed in the file list) does not exist; check data.root") from None
-        except ValueError as error:
-            raise DataError(f"{path} is not a readable .npy file ({error}); recreate it") from None
+        return load_npy(resolve_path(self.root, name))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
@@ -170,7 +176,7 @@ class AudioList:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = _resolve(self.root, self.files[index])
+        path = resolve_path(self.root, self.files[index])
         if not path.is_file():
             raise DataError(f"audio file {path} (listed in the file list) does not exist; check data.root")
         return {"wave": load_audio(str(path), self.sample_rate, where=str(path))}

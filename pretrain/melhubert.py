@@ -45,7 +45,7 @@ from ..upstreams.melhubert.model import MelHuBERTModel
 from ..upstreams.melhubert.stats import load_stats
 from .checkpointing import save_atomic
 from .config import ConfigError
-from .data import DataError, random_crop, read_table
+from .data import DataError, load_npy, random_crop, read_table, resolve_path
 from .masking import SPAN_SELECTIONS, span_mask
 from .optim import param_groups
 from .recipe import Recipe, register
@@ -196,7 +196,7 @@ class FbankLabelList:
                 length = int(row["length"])
                 if length <= min_length_frames or (max_length_frames and length > max_length_frames):
                     continue
-                rows.append((_resolve(base, row["file_path"]), _resolve(base, row["label_path"]), length))
+                rows.append((resolve_path(base, row["file_path"]), resolve_path(base, row["label_path"]), length))
         if not rows:
             raise DataError(f"no utterance of {[str(p) for p in csv_paths]} is longer than {min_length_frames} "
                             "10 ms frames (data.min_length_frames)")
@@ -209,25 +209,11 @@ class FbankLabelList:
         return len(self.lengths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        fbank = _load_npy(self.feature_files[index])
-        labels = _load_npy(self.label_files[index])
+        fbank = load_npy(self.feature_files[index], "the training CSV")
+        labels = load_npy(self.label_files[index], "the training CSV")
         if fbank.ndim != 2 or fbank.shape[1] != 40:
             raise DataError(f"{self.feature_files[index]} has shape {fbank.shape}; expected [T, 40] raw fbank")
         return {"fbank": fbank, "labels": labels, "where": str(self.label_files[index])}
-
-
-def _resolve(base: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else base / path
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r")
-    except FileNotFoundError:
-        raise DataError(f"{path} (listed in the training CSV) does not exist; check data.root") from None
-    except ValueError as error:
-        raise DataError(f"{path} is not a readable .npy file ({error}); recreate it") from None
 
 
 # ---------------------------------------------------------------------------------------------
