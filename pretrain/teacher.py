@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .. import compat
+
 __all__ = ["TeacherError", "TeacherOutput", "LocalTeacher", "load_teacher"]
 
 
@@ -182,8 +184,7 @@ class LocalTeacher(nn.Module):
 
     def _encoder(self, x: Tensor, pad: Tensor | None, frame_mask: Tensor | None) -> list[Tensor]:
         if self.kind == "huggingface":
-            out = self.model.encoder(x, attention_mask=frame_mask, output_hidden_states=True, return_dict=True)
-            return list(out.hidden_states)
+            return compat.encoder_hidden_states(self.model.encoder, x, attention_mask=frame_mask)
         expert, model = self.model, self.model.model
         # s3prl's hooks collect every layer's input and the encoder output: (name, [B, T, D])
         expert._hook_hiddens.clear()

@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from . import compat
+
 __all__ = [
     "SUPERB_CHALLENGE_LENGTHS", "SAMPLE_RATE", "ProfileResult", "count_macs", "count_parameters",
     "profile_upstream", "build_upstream", "build_reference", "REFERENCE_MODELS", "HubertBaseReference", "main",
@@ -89,24 +91,6 @@ def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    # torch 2.8's FlopCounterMode has formulas for the CUDA attention kernels only; the CPU kernel
-    # would silently count 0. Same formula: two batched products Q K^T and P V.
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _flop_counter():
-    from torch.utils.flop_counter import FlopCounterMode
-
-    extra = {}
-    cpu_kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_kernel is not None:
-        extra[cpu_kernel] = _cpu_flash_attention_flops
-    return FlopCounterMode(display=False, custom_mapping=extra)
-
-
 class _AttentionTerms:
     """Counts, per ``scaled_dot_product_attention`` call, the element-wise terms that the challenge's
     DeepSpeed-based profiler adds for ``nn.MultiheadAttention`` on top of the products: input
@@ -142,7 +126,7 @@ class _AttentionTerms:
 
 def count_macs(model, wavs: Sequence, *, attention_terms: bool = False) -> tuple[int, int]:
     """``(macs, attention_terms)`` of one ``model(wavs)`` call under ``torch.no_grad``."""
-    counter = _flop_counter()
+    counter = compat.flop_counter()
     terms = _AttentionTerms()
     with torch.no_grad(), counter, (terms.recording() if attention_terms else contextlib.nullcontext()):
         model(list(wavs))

@@ -31,23 +31,29 @@ def _foreign_classes():
     class AttributeDict(dict):
         pass
 
+    class LayerList(list):
+        pass
+
     WarmupLinearSchedule.__module__ = "optimizers"
     WarmupLinearSchedule.__qualname__ = "WarmupLinearSchedule"
     AttributeDict.__module__ = "pytorch_lightning.utilities.parsing"
     AttributeDict.__qualname__ = "AttributeDict"
     modules["optimizers"].WarmupLinearSchedule = WarmupLinearSchedule
     modules["pytorch_lightning.utilities.parsing"].AttributeDict = AttributeDict
-    return WarmupLinearSchedule, AttributeDict, list(modules)
+    LayerList.__module__, LayerList.__qualname__ = "optimizers", "LayerList"
+    modules["optimizers"].LayerList = LayerList
+    return WarmupLinearSchedule, AttributeDict, LayerList, list(modules)
 
 
 @pytest.fixture
 def official_like(tmp_path):
-    schedule_cls, attrdict_cls, names = _foreign_classes()
+    schedule_cls, attrdict_cls, list_cls, names = _foreign_classes()
     obj = {
         "model": OrderedDict(weight=torch.arange(4.0)),
         "args": argparse.Namespace(lr=1e-4, model="m2d_vit_base"),
         "Optimizer": {"schedule": schedule_cls(5)},
         "hyper_parameters": attrdict_cls(cfg={"distiller": {"encoder_layers": 12}}),
+        "layers": list_cls([1, 2]),
         "stats": __import__("numpy").array([1.0, 2.0]),
     }
     paths = {"zip": tmp_path / "new.pt", "legacy": tmp_path / "legacy.pt"}
@@ -66,6 +72,9 @@ def test_official_pickles_load_weights_only(official_like, layout):
     stand_in = obj["Optimizer"]["schedule"]
     assert isinstance(stand_in, ck.StandIn) and stand_in.warmup == 5
     assert obj["hyper_parameters"]["cfg"]["distiller"]["encoder_layers"] == 12
+    # a foreign dict subclass comes back as an exact dict on every torch (2.10 fills only those)
+    assert type(obj["hyper_parameters"]) is dict
+    assert type(obj["layers"]) is list and obj["layers"] == [1, 2]
     assert obj["stats"].tolist() == [1.0, 2.0]
     assert "optimizers" not in sys.modules, "loading must not import or create foreign modules"
 
@@ -97,8 +106,15 @@ def test_bad_files_get_clear_errors(tmp_path):
     with pytest.raises(ck.MissingCheckpointError, match="not found"):
         ck.load_checkpoint(tmp_path / "missing.pt", family="m2d")
     for path, words in ((truncated, "truncated"), (empty, "empty"), (text, "truncated"), (tmp_path, "folder")):
-        with pytest.raises(ck.CheckpointError, match=words):
+        with pytest.raises(ck.CheckpointError, match=words) as caught:
             ck.load_checkpoint(path, family="m2d")
+        # never torch's advice to run the file's code
+        assert "weights_only" not in str(caught.value)
+    random_bytes = tmp_path / "random.pt"
+    random_bytes.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(ck.CheckpointError, match="not a PyTorch checkpoint") as caught:
+        ck.load_checkpoint(random_bytes, family="m2d")
+    assert "weights_only" not in str(caught.value)
 
 
 def test_safetensors(tmp_path):

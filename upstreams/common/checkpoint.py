@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from s3prl_plugins import compat
+
 __all__ = [
     "CheckpointError",
     "MissingCheckpointError",
@@ -162,17 +164,17 @@ def resolve_checkpoint(
 # ---------------------------------------------------------------------------------------------
 # Reading torch pickles
 # ---------------------------------------------------------------------------------------------
-class StandIn(dict):
+class StandIn:
     """Inert replacement for a class found in a checkpoint but not trusted to be imported.
 
-    It is a ``dict`` so that pickled mappings (Lightning's ``AttributeDict``) keep their items;
-    constructor arguments and pickled state are recorded but never acted upon.
+    Constructor arguments and pickled state are recorded but never acted upon. A foreign dict or
+    list subclass (Lightning's ``AttributeDict``) is rebuilt as a plain ``dict``/``list`` instead
+    (torch >= 2.10 fills only exact ones), the same on every torch.
     """
 
     _pickled_name = "?"
 
     def __init__(self, *args, **kwargs):  # called for REDUCE; keep the arguments only
-        super().__init__()
         self.__dict__["pickle_args"] = args
 
     def __setstate__(self, state):
@@ -184,86 +186,81 @@ class StandIn(dict):
         else:
             self.__dict__["pickle_state"] = state
 
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
     def __reduce__(self):  # re-saving a loaded checkpoint writes plain dicts
-        return (dict, (dict(self),))
+        return (dict, (dict(vars(self)),))
 
     def __repr__(self):
-        return f"<stand-in for {self._pickled_name}: {dict.__repr__(self)}>"
+        return f"<stand-in for {self._pickled_name}: {vars(self)!r}>"
 
 
-_STAND_INS: dict[str, type] = {}
-_NUMPY_SAFE = {
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-    "numpy.ndarray", "numpy.dtype",
-}
+_STAND_INS: dict[tuple[str, str], type] = {}
 
 
-def _trusted_global(full_name: str):
-    """Real objects for the few foreign globals that are plain data containers."""
-    if full_name == "argparse.Namespace":
-        return argparse.Namespace
-    if full_name in _NUMPY_SAFE or re.fullmatch(r"numpy\.dtypes\.\w+DType", full_name):
-        import importlib
-
-        module, _, name = full_name.rpartition(".")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            return None
-    return None
+def _plain(container: type):
+    """``__new__`` of a stand-in for a foreign ``container`` subclass: an exact ``container``."""
+    return staticmethod(lambda cls, *args, **kwargs: container())
 
 
-def _numpy_dtype_classes() -> list:
-    """numpy's dtype classes: a pickled array's dtype is rebuilt as one of them."""
-    try:
-        import numpy.dtypes
-    except ImportError:
-        return []
-    return [v for v in vars(numpy.dtypes).values() if isinstance(v, type)]
+def _stand_in_class(full_name: str, kind: str) -> type:
+    """One class per pickled name: ``kind`` "object" (attributes recorded), "mapping" or "sequence"."""
+    cls = _STAND_INS.get((full_name, kind))
+    if cls is None:
+        name = compat.STAND_IN_NAME.format(full_name)  # so the unpickler's rejections name the class
+        body = {"_pickled_name": full_name, "__qualname__": name}
+        if kind != "object":
+            body["__new__"] = _plain(dict if kind == "mapping" else list)
+        cls = _STAND_INS[(full_name, kind)] = type(name, (StandIn,), body)
+    return cls
 
 
-def _safe_global_for(full_name: str):
-    real = _trusted_global(full_name)
+def _safe_global_for(full_name: str, containers: dict[str, str]):
+    real = argparse.Namespace if full_name == "argparse.Namespace" else compat.numpy_global(full_name)
     if real is not None:
         return (real, full_name)
-    cls = _STAND_INS.get(full_name)
-    if cls is None:
-        cls = type(full_name.rpartition(".")[2] or "StandIn", (StandIn,), {"_pickled_name": full_name})
-        _STAND_INS[full_name] = cls
-    return (cls, full_name)
-
-
-_UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+    return (_stand_in_class(full_name, containers.get(full_name, "object")), full_name)
 
 
 def _torch_load(path: Path, mmap: bool) -> Any:
-    """Weights-only load that admits the file's foreign globals as stand-ins (or safe real ones)."""
+    """Weights-only load that admits the file's foreign globals as stand-ins (or safe real ones).
+
+    Each refusal of the unpickler teaches one fact (a global to admit, or that a class is a dict or
+    list subclass) and the load is tried again; a zip file lists its globals up front."""
     names: list[str] = []
+    containers: dict[str, str] = {}  # pickled name -> "mapping" | "sequence"
     if zipfile.is_zipfile(path):
         try:
             names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
         except Exception:  # older layouts inside a zip; the retry loop below still works
             names = []
-    for _ in range(64):  # legacy (non-zip) pickles: learn one missing global per failed attempt
-        allowed = [_safe_global_for(n) for n in names]
+    for _ in range(64):
+        allowed = [_safe_global_for(n, containers) for n in names]
         if any(n.startswith("numpy") for n in names):
-            allowed += _numpy_dtype_classes()
+            allowed += compat.numpy_dtype_classes()
         with torch.serialization.safe_globals(allowed):
             try:
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except Exception as error:
-                match = _UNSUPPORTED.search(str(error))
-                if not match or match.group(1) in names:
+                rejection = compat.unpickler_rejection(error)
+                if rejection is None:
                     raise
-                names.append(match.group(1))
+                kind, name = rejection
+                if kind == "global" and name not in names:
+                    names.append(name)
+                elif kind != "global" and containers.get(name) != kind:
+                    containers[name] = kind
+                else:
+                    raise
     raise CheckpointError(f"{path}: too many foreign classes in the pickle")
+
+
+def _unpickling_reason(error: BaseException) -> str:
+    """The unpickler's own reason, without torch's advice to load with ``weights_only=False``
+    (running a checkpoint's code is exactly what the weights-only reader avoids)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else type(error).__name__
 
 
 def load_checkpoint(path: str | os.PathLike, *, family: str = "this model") -> Any:
@@ -288,9 +285,8 @@ def load_checkpoint(path: str | os.PathLike, *, family: str = "this model") -> A
         raise
     except Exception as error:
         raise CheckpointError(
-            f"{family}: could not read {path} as a checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). The file may be truncated or "
-            "corrupted (download it again) or not a PyTorch checkpoint."
+            f"{family}: could not read {path} as a checkpoint ({type(error).__name__}: {_unpickling_reason(error)}). "
+            "The file may be truncated or corrupted (download it again) or not a PyTorch checkpoint."
         ) from error
 
 

@@ -13,11 +13,12 @@ positions never reach a valid frame (the batch then equals running each utteranc
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from s3prl_plugins import compat
 
 __all__ = [
     "attention_bias",
@@ -212,9 +213,7 @@ class ConvPositionalEmbedding(nn.Sequential):
         conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=groups)
         nn.init.normal_(conv.weight, mean=0, std=math.sqrt(4 / (kernel_size * dim)))
         nn.init.zeros_(conv.bias)
-        with warnings.catch_warnings():  # the legacy form keeps fairseq's weight_g/weight_v names
-            warnings.simplefilter("ignore", FutureWarning)
-            conv = nn.utils.weight_norm(conv, name="weight", dim=2)
+        conv = compat.legacy_weight_norm(conv, name="weight", dim=2)  # fairseq's weight_g/weight_v names
         super().__init__(conv, _SamePad(kernel_size), nn.GELU())
 
     def forward(self, x: Tensor) -> Tensor:
