@@ -59,6 +59,19 @@ def _upstreams_dir() -> Path:
     return UPSTREAMS_DIR
 
 
+_COMPAT_IMPORT = re.compile(r"^from s3prl_plugins import compat$", re.M)
+
+
+def _private_compat(target: Path) -> None:
+    """The model code imports this package's version-dependent helpers as
+    ``from s3prl_plugins import compat``; the private copy gets its own ``compat`` module instead."""
+    shutil.copyfile(Path(__file__).resolve().parent / "compat.py", target / "compat.py")
+    for path in target.glob("*/*.py"):
+        text = path.read_text()
+        if _COMPAT_IMPORT.search(text):
+            path.write_text(_COMPAT_IMPORT.sub("from .. import compat", text))
+
+
 def _family_closure(family: str, root: Path) -> list[str]:
     """``family`` and every sibling family it imports with ``from ..<other>`` (e.g. STaR -> ARM)."""
     needed, todo = [], [family]
@@ -307,6 +320,7 @@ def export_hidden(entry: str, out_dir: str | Path, *, ckpt: str | None = None, m
                                         f'{family} family; imported by ../expert.py)."""\n')
     for name in ["common", *(f for f in _family_closure(family, root) if f != "common")]:
         shutil.copytree(root / name, target / name, ignore=_SKIP)
+    _private_compat(target)
 
     _forget(package)
     try:

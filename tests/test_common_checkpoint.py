@@ -20,7 +20,9 @@ from s3prl_plugins.upstreams.common import checkpoint as ck
 def _foreign_classes():
     """Classes pickled under module names that are not importable at load time."""
     modules = {}
-    for name in ("optimizers", "pytorch_lightning", "pytorch_lightning.utilities",
+    # "trainer_optimizers", not s3prl's "optimizers": s3prl's own classes are allowlisted as real ones
+    # wherever the installed compat block ran (any process that imported s3prl)
+    for name in ("trainer_optimizers", "pytorch_lightning", "pytorch_lightning.utilities",
                  "pytorch_lightning.utilities.parsing"):
         modules[name] = sys.modules.setdefault(name, types.ModuleType(name))
 
@@ -34,14 +36,14 @@ def _foreign_classes():
     class LayerList(list):
         pass
 
-    WarmupLinearSchedule.__module__ = "optimizers"
+    WarmupLinearSchedule.__module__ = "trainer_optimizers"
     WarmupLinearSchedule.__qualname__ = "WarmupLinearSchedule"
     AttributeDict.__module__ = "pytorch_lightning.utilities.parsing"
     AttributeDict.__qualname__ = "AttributeDict"
-    modules["optimizers"].WarmupLinearSchedule = WarmupLinearSchedule
+    modules["trainer_optimizers"].WarmupLinearSchedule = WarmupLinearSchedule
     modules["pytorch_lightning.utilities.parsing"].AttributeDict = AttributeDict
-    LayerList.__module__, LayerList.__qualname__ = "optimizers", "LayerList"
-    modules["optimizers"].LayerList = LayerList
+    LayerList.__module__, LayerList.__qualname__ = "trainer_optimizers", "LayerList"
+    modules["trainer_optimizers"].LayerList = LayerList
     return WarmupLinearSchedule, AttributeDict, LayerList, list(modules)
 
 
@@ -76,7 +78,7 @@ def test_official_pickles_load_weights_only(official_like, layout):
     assert type(obj["hyper_parameters"]) is dict
     assert type(obj["layers"]) is list and obj["layers"] == [1, 2]
     assert obj["stats"].tolist() == [1.0, 2.0]
-    assert "optimizers" not in sys.modules, "loading must not import or create foreign modules"
+    assert "trainer_optimizers" not in sys.modules, "loading must not import or create foreign modules"
 
 
 def test_stand_ins_never_run_code(tmp_path):

@@ -70,7 +70,60 @@ def test_torchaudio_shim_functions(tmp_path):
     assert new_rate == 16000 and out.shape[0] == 1 and abs(out.shape[1] - 16000) <= 1
     info = compat._soundfile_info(tmp_path / "a.wav")
     assert (info.sample_rate, info.num_frames, info.num_channels) == (22050, 22050, 2)
-    assert compat.patch_torchaudio() is (compat.torchaudio_version() >= (2, 9))
+
+
+SHIMS_PROBE = textwrap.dedent("""
+    import json, torchaudio, huggingface_hub
+    names = ("load", "info", "set_audio_backend", "save", "sox_effects")
+    before = {n: getattr(torchaudio, n, None) for n in names}
+    hf_before = {n: getattr(huggingface_hub, n, None) for n in ("HfApi", "get_token", "snapshot_download")}
+    from s3prl_plugins import compat
+    first = {k: list(v) for k, v in compat.apply().items()}
+    again = {k: list(v) for k, v in compat.apply().items()}
+    changed = [n for n in names if before[n] is not None and getattr(torchaudio, n) is not before[n]]
+    hf_changed = [n for n, v in hf_before.items() if getattr(huggingface_hub, n) is not v]
+    from huggingface_hub import HfFolder, Repository  # what s3prl's runners import at top level
+    from catalyst.data.sampler import DistributedSamplerWrapper
+    shares = [list(DistributedSamplerWrapper(list(range(10, 16)), num_replicas=2, rank=r, shuffle=False))
+              for r in (0, 1)]
+    print(json.dumps(dict(first=first, again=again, changed=changed, hf_changed=hf_changed, shares=shares,
+                          torchaudio=torchaudio.__version__, hub=huggingface_hub.__version__)))
+""")
+
+
+def test_shims_only_add_what_is_missing():
+    """compat.apply() adds the names s3prl needs and changes no working function (ESPnet's and the
+    user's torchaudio calls return what they did); a second call adds nothing."""
+    import importlib.metadata
+    import importlib.util
+    import json
+
+    out = subprocess.run([sys.executable, "-c", SHIMS_PROBE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["again"] == report["first"]  # idempotent: nothing added twice
+    new_torchaudio = compat.version_tuple(report["torchaudio"]) >= (2, 9)
+    expected = ["set_audio_backend", "info", "sox_effects"] if new_torchaudio else []
+    if new_torchaudio and importlib.util.find_spec("torchcodec") is None:
+        expected.insert(2, "load")  # torchaudio's own load needs TorchCodec there: it could only raise
+    assert report["first"]["torchaudio"] == expected
+    assert report["changed"] == (["load"] if "load" in expected else [])
+    assert report["first"]["huggingface_hub"] == (
+        ["HfFolder", "Repository"] if compat.version_tuple(report["hub"]) >= (1,) else [])
+    assert report["hf_changed"] == []
+    try:
+        importlib.metadata.distribution("catalyst")
+        real_catalyst = True
+    except importlib.metadata.PackageNotFoundError:
+        real_catalyst = False
+    assert report["first"]["catalyst"] == ([] if real_catalyst else ["data.sampler.DistributedSamplerWrapper"])
+    # catalyst's split: each rank takes every second of the wrapped sampler's indices
+    assert report["shares"] == [[10, 12, 14], [11, 13, 15]]
+
+
+def test_removed_hub_pushing_says_how_to_push():
+    with pytest.raises(RuntimeError, match="huggingface_hub<1"):
+        compat._Repository(local_dir="x", clone_from="user/repo")
 
 
 def test_default_task_config_falls_back_to_ours(tmp_path, monkeypatch):
