@@ -12,7 +12,8 @@ def s3prl_package_dir() -> Path:
     """The installed ``s3prl`` package folder, found without importing ``s3prl.hub``."""
     spec = importlib.util.find_spec("s3prl")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("s3prl is not installed in this Python environment: pip install s3prl==0.4.18")
+        raise SystemExit("s3prl is not installed in this Python environment: pip install 's3prl-plugins[s3prl]' "
+                         "(the PyPI s3prl 0.4.18) or pip install espnet-s3prl (ESPnet's fork)")
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -320,7 +320,8 @@ _REJECTIONS = (
     ("mapping", re.compile(r"Can only SETITEMS? for dict.*?got <class '[^']*StandIn\[([\w.]+)\]'>")),
     # ... torch <= 2.9 just tries it
     ("mapping", re.compile(r"'StandIn\[([\w.]+)\]' object does not support item assignment")),
-    ("sequence", re.compile(r"Can only append to lists, but got <class '[^']*StandIn\[([\w.]+)\]'>")),
+    # appending to a stand-in: torch >= 2.10 "append to", torch <= 2.9 "extend" / "append to"
+    ("sequence", re.compile(r"Can only (?:append to|extend) lists, but got <class '[^']*StandIn\[([\w.]+)\]'>")),
     ("sequence", re.compile(r"'StandIn\[([\w.]+)\]' object has no attribute '(?:append|extend)'")),
 )
 

@@ -392,7 +392,7 @@ def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
         backup = package / BACKUP_DIR / f"{rel}.orig"
         recorded = (manifest or {}).get("edited", {}).get(rel)
         restored = stripped
-        if recorded and backup.exists() and sha256(backup.read_bytes()) == recorded:
+        if backup.exists() and (manifest is None or sha256(backup.read_bytes()) == recorded):
             if stripped.rstrip(b"\n") == backup.read_bytes().rstrip(b"\n"):
                 restored = backup.read_bytes()  # byte for byte, trailing newline included
             else:
@@ -434,8 +434,8 @@ def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
     for path in removes:
         path.unlink()
         _remove_empty_parents(path, package)
-    for rel in list((manifest or {}).get("edited", {})):
-        (package / BACKUP_DIR / f"{rel}.orig").unlink(missing_ok=True)
+    for edit in MARKED_EDITS:
+        (package / BACKUP_DIR / f"{edit.rel}.orig").unlink(missing_ok=True)
     backup_dir = package / BACKUP_DIR
     if backup_dir.is_dir() and not any(backup_dir.iterdir()):
         backup_dir.rmdir()

@@ -5,20 +5,9 @@ s3prl runner with the plugin entries registered - exactly as on the command line
 """
 import json
 import sys
-from pathlib import Path
 
+from helpers import checkpoint_to_evaluate  # this folder is sys.path[0] of the script
 from s3prl_plugins.run_downstream import main
-
-
-def checkpoint_to_evaluate(path: str) -> str:
-    """s3prl writes dev-best.ckpt only when a dev score beats 0; after 20 steps on a random-weight
-    upstream it may not, and then the run's last states-N.ckpt is evaluated instead."""
-    wanted = Path(path)
-    if wanted.exists() or wanted.name != "dev-best.ckpt":
-        return path
-    states = sorted(wanted.parent.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
-    return str(states[-1]) if states else path
-
 
 for argv in json.load(open(sys.argv[1])):
     if "-e" in argv:

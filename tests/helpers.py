@@ -61,6 +61,16 @@ def run_s3prl_pretrain(s3prl_copy: Path, workdir: Path, args: list[str]) -> None
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def run_installed_s3prl_pretrain(s3prl_copy: Path, args: list[str]) -> None:
+    """``cd <s3prl> && python run_pretrain.py ARGS`` as a user runs it after the install: only what
+    ``install_into_s3prl.py`` put into ``s3prl_copy`` (recipe shims, the compat block at the top of
+    ``run_pretrain.py``) makes it work. Paths in ``args`` must be absolute."""
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(Path(s3prl_copy).parent), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "run_pretrain.py", *args, "--device", "cpu"], capture_output=True,
+                            text=True, env=env, cwd=s3prl_copy, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def export_cli(checkpoint: Path, output: Path) -> Path:
     """``python -m s3prl_plugins.pretrain export CHECKPOINT --output OUTPUT``; the file it wrote."""
     result = subprocess.run([sys.executable, "-m", "s3prl_plugins.pretrain", "export", str(checkpoint),
@@ -114,6 +124,16 @@ def run_downstream_e2e(entry: str, ckpt, model_config, data: dict, workdir: Path
     if result.returncode != 0:
         raise AssertionError(f"run_downstream failed for {entry}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return {task: workdir / task for task in tasks}
+
+
+def checkpoint_to_evaluate(path: str) -> str:
+    """s3prl writes dev-best.ckpt only when a dev score beats 0; after 20 steps on a random-weight
+    upstream it may not, and then the run's last states-N.ckpt is evaluated instead."""
+    wanted = Path(path)
+    if wanted.exists() or wanted.name != "dev-best.ckpt":
+        return path
+    states = sorted(wanted.parent.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
+    return str(states[-1]) if states else path
 
 
 def accuracies(expdir: Path) -> dict[str, list[float]]:

@@ -170,3 +170,72 @@ def test_cli_errors_clearly_without_s3prl(tmp_path):
     assert result.returncode == 2 and "not an s3prl package folder" in result.stderr
     help_text = _run("--help")
     assert help_text.returncode == 0 and "--uninstall" in help_text.stdout
+
+
+def test_compat_blocks_open_the_files_s3prl_loads_first(s3prl_copy):
+    originals = {name: (s3prl_copy / name).read_bytes() for name in ("__init__.py", "run_pretrain.py")}
+    installer.install(s3prl_copy, log=lambda *_: None)
+    for name, original in originals.items():
+        text = (s3prl_copy / name).read_bytes()
+        assert text.count(installer.COMPAT_BEGIN.encode()) == 1 and b"_s3prl_plugins_compat.apply()" in text
+        first_line = original.splitlines(keepends=True)[0]
+        if b"coding" in first_line:  # an encoding declaration must stay on the first line
+            assert text.startswith(first_line + installer.COMPAT_BEGIN.encode())
+        else:
+            assert text.startswith(installer.COMPAT_BEGIN.encode())
+        compile(text, name, "exec")
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    for name, original in originals.items():
+        assert (s3prl_copy / name).read_bytes() == original
+
+
+def test_user_edits_are_never_overwritten_or_removed(s3prl_copy):
+    installer.install(s3prl_copy, log=lambda *_: None)
+    config = s3prl_copy / "downstream" / "speech_commands" / "config.yaml"
+    config.write_text(config.read_text().replace("speech_commands_root:", "speech_commands_root: /my/data #"))
+    edited = config.read_bytes()
+    logs = []
+    installer.install(s3prl_copy, log=logs.append)
+    assert config.read_bytes() == edited
+    assert any("keep downstream/speech_commands/config.yaml" in line for line in logs), logs
+    logs.clear()
+    installer.uninstall(s3prl_copy, log=logs.append)
+    assert config.read_bytes() == edited
+    assert any("keep downstream/speech_commands/config.yaml" in line for line in logs), logs
+    assert not any(line.endswith("back to its state before the install.") for line in logs)
+
+
+def test_uninstall_without_manifest_says_what_it_could_not_verify(s3prl_copy):
+    before = _digest_tree(s3prl_copy)
+    installer.install(s3prl_copy, log=lambda *_: None)
+    (s3prl_copy / installer.MANIFEST).unlink()
+    logs = []
+    installer.uninstall(s3prl_copy, log=logs.append)
+    after = _digest_tree(s3prl_copy)
+    # our files are found by their content, our blocks by their markers
+    assert after == before
+    assert any("manifest is missing" in line for line in logs), logs
+
+
+def test_a_killed_run_leaves_nothing_the_next_run_does_not_remove(s3prl_copy):
+    before = _digest_tree(s3prl_copy)
+    stray = installer.temporary_path(s3prl_copy / "downstream" / "emotion" / "config.yaml")
+    stray.write_bytes(b"half")
+    logs = []
+    installer.install(s3prl_copy, log=logs.append)
+    assert not stray.exists() and any("interrupted run" in line for line in logs)
+    stray.write_bytes(b"half")
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert not stray.exists() and _digest_tree(s3prl_copy) == before
+
+
+def test_the_installed_provider_is_recognised_by_its_metadata():
+    from s3prl_plugins import compat
+    from s3prl_plugins._cli import s3prl_package_dir
+
+    provider = compat.s3prl_provider(s3prl_package_dir())
+    assert provider.distribution in compat.TESTED_PROVIDERS and provider.tested, provider
+    import s3prl
+
+    assert provider.is_fork == (provider.distribution == "espnet-s3prl")
+    assert compat.version_tuple(provider.version) == compat.version_tuple(s3prl.__version__)

@@ -10,8 +10,8 @@ import yaml
 
 from s3prl_plugins import installer
 
-from .helpers import (accuracies, assert_same_training_state, export_cli, run_downstream_e2e, run_s3prl_pretrain,
-                      torchrun_pretrain)
+from .helpers import (accuracies, assert_same_training_state, export_cli, run_downstream_e2e,
+                      run_installed_s3prl_pretrain, run_s3prl_pretrain, torchrun_pretrain)
 from .test_pretrain import pretrain_data, tiny_config, train  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +55,12 @@ def test_run_pretrain_with_installed_m2d_recipe_then_downstream(pretrain_data, s
                                               "-c", "runner.yaml"])
     states = tmp_path / "s3run" / "states-8.ckpt"
     assert states.is_file()
-    # -e resumes with the recipe config stored in the checkpoint (Upstream_Config): redo steps 5-8
+    # -e resumes with the recipe config stored in the checkpoint (Upstream_Config): redo steps 5-8,
+    # this time with the installed run_pretrain.py itself (weights-only loading of s3prl's
+    # checkpoint through the installed compat block)
     first = torch.load(states, map_location="cpu", weights_only=False)
     states.unlink()
-    run_s3prl_pretrain(s3prl_copy, tmp_path, ["-e", "s3run/states-4.ckpt"])
+    run_installed_s3prl_pretrain(s3prl_copy, ["-e", str(tmp_path / "s3run" / "states-4.ckpt")])
     final = torch.load(states, map_location="cpu", weights_only=False)
     assert final["Step"] == first["Step"] == 7 and final["Updates"] == 8
     assert final["Upstream_Config"] == first["Upstream_Config"]  # same statistics, not recomputed

@@ -1,0 +1,80 @@
+"""The fast tier of every entry of ``s3prl_plugins.hub.__all__``, in-process, through the installed s3prl.
+
+For each entry a small random-weight checkpoint in its official format (the family's
+``testing.make_checkpoint``), then:
+
+* ``getattr(s3prl.hub, entry)(ckpt=..., model_config=...)`` - what ``run_downstream.py -u`` and the
+  hidden parity check call - on a padded batch: the s3prl upstream contract;
+* ``s3prl.nn.S3PRLUpstream(entry, path_or_url=..., extra_conf=...)`` + ``s3prl.nn.Featurizer`` as
+  ESPnet's ``S3prlFrontend`` uses them (built and probed in eval mode, then trained): forward and
+  backward on a padded batch with lengths, gradients reaching the upstream.
+
+The real runners (``run_downstream.py`` / ``run_pretrain.py``) run once per code path in
+``test_end_to_end.py`` and the pre-training end-to-end tests.
+"""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from s3prl_plugins import hub
+
+LENGTHS = (16000, 9600, 4321)  # samples; one of them not a multiple of any frame rate
+
+
+def _spec(entry: str, folder) -> dict:
+    family = importlib.import_module(f"s3prl_plugins.upstreams.{hub.ENTRY_FAMILY[entry]}.testing")
+    return family.make_checkpoint(entry, folder)
+
+
+def _waves(seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [0.1 * torch.randn(n, generator=generator) for n in LENGTHS]
+
+
+@pytest.mark.parametrize("entry", hub.__all__)
+def test_entry_through_s3prl_hub(entry, tmp_path):
+    import s3prl.hub as s3prl_hub
+
+    spec = _spec(entry, tmp_path / "ckpt")
+    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config")).eval()
+    rate = model.get_downsample_rates("hidden_states")
+    assert isinstance(rate, int) and rate > 0
+    with torch.no_grad():
+        out = model(_waves())
+    states = out["hidden_states"]
+    assert isinstance(states, (list, tuple)) and len(states) > 1
+    frames = len(range(0, max(LENGTHS), rate))
+    sizes = {h.shape[-1] for h in states}
+    for h in states:
+        assert h.shape[:2] == (len(LENGTHS), frames) and h.dtype == torch.float32 and torch.isfinite(h).all()
+    assert len(sizes) == 1, f"{entry}: hidden sizes differ between layers: {sizes}"
+
+
+@pytest.mark.parametrize("entry", hub.__all__)
+def test_entry_through_s3prl_nn_as_espnet_uses_it(entry, tmp_path):
+    from s3prl.nn import Featurizer, S3PRLUpstream
+
+    spec = _spec(entry, tmp_path / "ckpt")
+    extra = {"model_config": spec["model_config"]} if spec.get("model_config") is not None else {}
+    torch.manual_seed(0)
+    upstream = S3PRLUpstream(entry, path_or_url=spec.get("ckpt"), extra_conf=extra)
+    if getattr(getattr(upstream.upstream, "model", None), "feature_grad_mult", None) is not None:
+        upstream.upstream.model.feature_grad_mult = 1.0  # what S3prlFrontend does
+    featurizer = Featurizer(upstream)
+    assert upstream.training  # S3PRLUpstream probes in eval mode, then trains
+    waves = _waves(1)
+    padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    lengths = torch.tensor(LENGTHS)
+    states, state_lengths = upstream(padded, lengths)
+    rate = upstream.downsample_rates[0]
+    for h, h_len in zip(states, state_lengths):
+        assert h.shape[0] == len(LENGTHS) and h_len.tolist() == [(n - 1) // rate + 1 for n in LENGTHS]
+    feats, feat_lengths = featurizer(states, state_lengths)
+    assert feats.shape[0] == len(LENGTHS) and feats.shape[-1] == featurizer.output_size
+    valid = torch.arange(feats.shape[1])[None, :] < feat_lengths[:, None]
+    (feats * valid[..., None]).square().mean().backward()
+    grads = [p.grad for p in upstream.parameters() if p.requires_grad]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), f"{entry}: no gradient reached it"
