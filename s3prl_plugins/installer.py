@@ -5,8 +5,8 @@
 
 * appends one marked, guarded block to ``<s3prl>/hub.py`` that imports :mod:`s3prl_plugins.hub`
   (a failing plugin prints a warning and leaves s3prl's own upstreams working);
-* puts one marked, guarded block at the top of ``<s3prl>/__init__.py`` and ``run_pretrain.py`` (the
-  files s3prl loads first) that applies :func:`s3prl_plugins.compat.apply`: the torchaudio >= 2.9,
+* puts one marked, guarded block at the top of ``<s3prl>/__init__.py``, ``run_pretrain.py`` and
+  ``run_downstream.py`` (the files s3prl loads first) that applies :func:`s3prl_plugins.compat.apply`: the torchaudio >= 2.9,
   huggingface_hub >= 1 and catalyst shims, and the weights-only allowlist of s3prl's checkpoints;
 * adds ``<s3prl>/downstream/<task>/config.yaml`` where the install lacks it (the PyPI s3prl ships
   none), never overwriting an existing file;
@@ -74,6 +74,8 @@ class MarkedEdit:
 MARKED_EDITS = (
     MarkedEdit("__init__.py", COMPAT_BLOCK, COMPAT_BEGIN, COMPAT_END, at_top=True),
     MarkedEdit("run_pretrain.py", COMPAT_BLOCK, COMPAT_BEGIN, COMPAT_END, at_top=True),
+    # ESPnet's fork imports huggingface_hub in run_downstream.py before anything of s3prl
+    MarkedEdit("run_downstream.py", COMPAT_BLOCK, COMPAT_BEGIN, COMPAT_END, at_top=True),
     MarkedEdit("hub.py", HUB_BLOCK, BEGIN, END, at_top=False),
 )
 CONFIG_ROOT = Path(__file__).resolve().parent / "s3prl_configs"
@@ -369,6 +371,14 @@ def _remove_empty_parents(path: Path, package: Path) -> None:
         parent = parent.parent
 
 
+def _remove_backups(package: Path) -> None:
+    for edit in MARKED_EDITS:
+        (package / BACKUP_DIR / f"{edit.rel}.orig").unlink(missing_ok=True)
+    backup_dir = package / BACKUP_DIR
+    if backup_dir.is_dir() and not any(backup_dir.iterdir()):
+        backup_dir.rmdir()
+
+
 def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
     manifest = read_manifest(package)
     edits = {}
@@ -384,6 +394,15 @@ def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
             if found:
                 edits[edit.rel] = (target, current, stripped)
     if manifest is None and not edits:
+        # an install killed before it wrote its manifest leaves at most a temporary file and backups
+        stray = ([] if dry_run else remove_leftovers(package)) + [
+            p for p in (package / BACKUP_DIR / f"{e.rel}.orig" for e in MARKED_EDITS) if p.is_file()]
+        if not dry_run:
+            _remove_backups(package)
+        if stray:
+            log(f"removed what an interrupted install left in {package}: "
+                + ", ".join(str(p.relative_to(package)) for p in stray))
+            return True
         log(f"s3prl-plugins is not installed in {package}; nothing to remove.")
         return False
     restores: dict[Path, bytes] = {}
@@ -434,11 +453,7 @@ def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
     for path in removes:
         path.unlink()
         _remove_empty_parents(path, package)
-    for edit in MARKED_EDITS:
-        (package / BACKUP_DIR / f"{edit.rel}.orig").unlink(missing_ok=True)
-    backup_dir = package / BACKUP_DIR
-    if backup_dir.is_dir() and not any(backup_dir.iterdir()):
-        backup_dir.rmdir()
+    _remove_backups(package)
     (package / MANIFEST).unlink(missing_ok=True)
     if unverified or kept:
         for line in unverified:

@@ -78,3 +78,59 @@ def test_entry_through_s3prl_nn_as_espnet_uses_it(entry, tmp_path):
     (feats * valid[..., None]).square().mean().backward()
     grads = [p.grad for p in upstream.parameters() if p.requires_grad]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), f"{entry}: no gradient reached it"
+
+
+#: 0.3-5 s; multiples of 320 and 640 and not (4.3 s and 1.9 s are where the ARM family's trailing
+#: frame used to differ between a batch and the utterance alone)
+MIXED_LENGTHS = (4800, 30400, 68800, 80000, 12345, 50001)
+
+
+@pytest.mark.parametrize("entry", hub.__all__)
+def test_frames_s3prl_keeps_are_batch_invariant(entry, tmp_path):
+    """Each utterance's first ``round(len / rate)`` frames (what s3prl's Featurizer and s3prl.nn
+    keep) in a padded batch of mixed lengths equal the utterance run alone, on every layer."""
+    import s3prl.hub as s3prl_hub
+
+    spec = _spec(entry, tmp_path / "ckpt")
+    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config")).eval()
+    rate = model.get_downsample_rates("hidden_states")
+    generator = torch.Generator().manual_seed(2)
+    waves = [0.1 * torch.randn(n, generator=generator) for n in MIXED_LENGTHS]
+    with torch.no_grad():
+        batched = model(waves)["hidden_states"]
+        for index, wave in enumerate(waves):
+            alone = model([wave])["hidden_states"]
+            keep = round(len(wave) / rate)
+            for layer, (b, a) in enumerate(zip(batched, alone)):
+                kept_b, kept_a = b[index, :keep], a[0, :keep]
+                assert kept_b.shape == kept_a.shape == (min(keep, a.shape[1]), a.shape[-1])
+                scale = max(1.0, float(kept_a.abs().max()))
+                error = float((kept_b - kept_a).abs().max()) / scale
+                assert error < 1e-4, f"{entry}: utterance {index} ({len(wave)} samples) layer {layer}: {error:.2e}"
+
+
+@pytest.mark.parametrize("entry", hub.__all__)
+def test_every_floating_input_dtype_is_accepted_the_same_way(entry, tmp_path):
+    """float64, float16 and bfloat16 waveforms are converted to the model's dtype (one rule in
+    the shared base class), not refused deep inside a convolution."""
+    import s3prl.hub as s3prl_hub
+
+    spec = _spec(entry, tmp_path / "ckpt")
+    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config")).eval()
+    waves = _waves(3)
+    with torch.no_grad():
+        reference = model(waves)["hidden_states"]
+        for dtype, tolerance in ((torch.float64, 1e-5), (torch.float16, 5e-2), (torch.bfloat16, 2e-1)):
+            out = model([w.to(dtype) for w in waves])["hidden_states"]
+            for h, r in zip(out, reference):
+                assert h.shape == r.shape and h.dtype == torch.float32
+                error = float((h - r).abs().max()) / max(1.0, float(r.abs().max()))
+                assert error < tolerance, f"{entry}: {dtype} input differs by {error:.2e}"
+
+
+def test_mixed_devices_are_named_before_anything_runs():
+    from s3prl_plugins.upstreams.common.inputs import UpstreamInputError, validate_wavs
+
+    meta = torch.empty(100, device="meta")  # a second device without a GPU
+    with pytest.raises(UpstreamInputError, match=r"different devices \['cpu', 'meta'\]"):
+        validate_wavs([torch.zeros(100), meta], model="m")

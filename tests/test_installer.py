@@ -173,7 +173,8 @@ def test_cli_errors_clearly_without_s3prl(tmp_path):
 
 
 def test_compat_blocks_open_the_files_s3prl_loads_first(s3prl_copy):
-    originals = {name: (s3prl_copy / name).read_bytes() for name in ("__init__.py", "run_pretrain.py")}
+    originals = {name: (s3prl_copy / name).read_bytes() for name in ("__init__.py", "run_pretrain.py",
+                                                                       "run_downstream.py")}
     installer.install(s3prl_copy, log=lambda *_: None)
     for name, original in originals.items():
         text = (s3prl_copy / name).read_bytes()
@@ -239,3 +240,51 @@ def test_the_installed_provider_is_recognised_by_its_metadata():
 
     assert provider.is_fork == (provider.distribution == "espnet-s3prl")
     assert compat.version_tuple(provider.version) == compat.version_tuple(s3prl.__version__)
+
+
+KILL_DRIVER = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    kill_at, calls, real_replace = int(sys.argv[2]), [0], os.replace
+
+    def replace(src, dst):  # kill -9 after the temporary file is written, before its rename
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os._exit(9)
+        return real_replace(src, dst)
+
+    os.replace = replace
+    from s3prl_plugins import installer
+    installer.install(Path(sys.argv[1]), log=lambda *_: None)
+    print("RENAMES", calls[0])
+""")
+
+
+def _killed_install(package: Path, kill_at: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILL_DRIVER, str(package), str(kill_at)], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_kill_at_every_step_then_install_or_uninstall_is_clean(s3prl_copy):
+    """kill -9 at each write of the installer; a following install leaves the tree as a clean
+    install does, a following uninstall leaves it as it was before (byte for byte)."""
+    pristine = _digest_tree(s3prl_copy)
+    full = _killed_install(s3prl_copy, 0)
+    assert full.returncode == 0, full.stderr
+    steps = int(full.stdout.split("RENAMES")[-1])
+    installed = _digest_tree(s3prl_copy)
+    installer.uninstall(s3prl_copy, log=lambda *_: None)
+    assert steps > 5 and _digest_tree(s3prl_copy) == pristine
+    for kill_at in range(1, steps + 1):
+        for then in ("uninstall", "install"):
+            killed = _killed_install(s3prl_copy, kill_at)
+            assert killed.returncode == 9, killed.stderr
+            if then == "uninstall":
+                installer.uninstall(s3prl_copy, log=lambda *_: None)
+                assert _digest_tree(s3prl_copy) == pristine, f"uninstall after a kill at write {kill_at}"
+            else:
+                installer.install(s3prl_copy, log=lambda *_: None)
+                assert _digest_tree(s3prl_copy) == installed, f"install after a kill at write {kill_at}"
+                installer.uninstall(s3prl_copy, log=lambda *_: None)
+                assert _digest_tree(s3prl_copy) == pristine

@@ -50,7 +50,11 @@ class StudentUpstream(Upstream):
             padded = F.pad(padded, (0, field - padded.shape[-1]))
         lengths = lengths.clamp(min=field)
         out = self.model(padded, lengths, official_batching=self.official_batching)
-        return {"hidden_states": out["hidden_states"]}
+        if self.official_batching:  # the official wrapper's frames, whatever the padding left there
+            return {"hidden_states": out["hidden_states"]}
+        # frames past an utterance's own CNN output: zero (the base class), as when it runs alone
+        return {"hidden_states": out["hidden_states"],
+                "frame_lengths": self.model.feature_extractor.output_lengths(lengths)}
 
     def extra_repr(self) -> str:
         flavour = "projection heads" if self.model.cfg.flavour == ARM else "layer outputs"

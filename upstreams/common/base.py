@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .inputs import pad_wavs, validate_wavs
-from .masks import fit_frames, num_frames_s3prl
+from .masks import fit_frames, num_frames_s3prl, zero_padded_frames
 
 __all__ = ["Upstream"]
 
@@ -21,6 +21,11 @@ class Upstream(nn.Module, metaclass=abc.ABCMeta):
     ``hidden_states`` (a list of ``[B, T, D]`` tensors). Every hidden state is then trimmed or
     zero-padded to ``len(range(0, max_len, downsample_rate))`` frames, the count s3prl's
     Featurizer uses to cut each utterance out of the padded batch.
+
+    s3prl's Featurizer keeps ``round(len / rate)`` frames of each utterance, which can be one more
+    than the model produces for it. ``encode`` may return ``frame_lengths`` ([B], each utterance's
+    own frame count): the frames from there on are zero, in a batch exactly as alone, so a
+    downstream model never sees what an utterance's batch mates left in the padding.
     """
 
     downsample_rate: int = 320
@@ -34,15 +39,30 @@ class Upstream(nn.Module, metaclass=abc.ABCMeta):
     def encode(self, padded: Tensor, lengths: Tensor) -> dict:
         """Encode ``padded`` ([B, T] at 16 kHz, valid samples ``lengths``) into hidden states."""
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype the model computes in: that of its first floating parameter (float32 when
+        it has none). Every floating waveform (float64, float16, bfloat16, ...) is converted to it,
+        the same for every family; front ends that need float32 convert again themselves."""
+        for param in self.parameters():
+            if param.is_floating_point():
+                return param.dtype
+        return torch.float32
+
     def forward(self, wavs: Sequence[Tensor]) -> dict:
         wavs = validate_wavs(wavs, model=self.model_name)
-        padded, lengths = pad_wavs(wavs)
+        dtype = self.input_dtype
+        padded, lengths = pad_wavs([w if w.dtype == dtype else w.to(dtype) for w in wavs])
         outputs = dict(self.encode(padded, lengths))
         num_frames = num_frames_s3prl(padded.shape[-1], self.downsample_rate)
-        hidden = [fit_frames(h, num_frames) for h in outputs["hidden_states"]]
-        outputs["hidden_states"] = hidden
-        if "last_hidden_state" in outputs:
-            outputs["last_hidden_state"] = fit_frames(outputs["last_hidden_state"], num_frames)
-        else:
-            outputs["last_hidden_state"] = hidden[-1]
+        own = outputs.pop("frame_lengths", None)
+
+        def shaped(h: Tensor) -> Tensor:
+            h = fit_frames(h, num_frames)
+            return h if own is None else zero_padded_frames(h, own)
+
+        raw = outputs["hidden_states"]
+        last = outputs.get("last_hidden_state")
+        outputs["hidden_states"] = hidden = [shaped(h) for h in raw]
+        outputs["last_hidden_state"] = hidden[-1] if last is None or last is raw[-1] else shaped(last)
         return outputs

@@ -57,18 +57,18 @@ def validate_wavs(wavs: Sequence[Tensor], *, model: str) -> list[Tensor]:
             )
         if wav.numel() == 0:
             raise UpstreamInputError(f"{where} is empty (0 samples).")
+    devices = {w.device for w in wavs}
+    if len(devices) > 1:
+        raise UpstreamInputError(
+            f"{model}: waveforms are on different devices {sorted(map(str, devices))}; "
+            "move them to one device (wav.to(device)) before calling the model."
+        )
     # One fused reduction for the whole batch: a single host sync instead of one per utterance.
     finite = torch.stack([torch.isfinite(w).all() for w in wavs])
     if not bool(finite.all()):
         bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
         raise UpstreamInputError(
             f"{model}: waveform(s) {bad} contain NaN or Inf samples; clean the audio first."
-        )
-    devices = {w.device for w in wavs}
-    if len(devices) > 1:
-        raise UpstreamInputError(
-            f"{model}: waveforms are on different devices {sorted(map(str, devices))}; "
-            "move them to one device."
         )
     return list(wavs)
 

@@ -11,7 +11,6 @@ from torch import Tensor
 
 from ..common.base import Upstream
 from ..common.config import ConfigError, load_model_config, warn_unknown_keys
-from ..common.masks import zero_padded_frames
 from .importers import load_dasheng
 from .model import DashengEncoder
 
@@ -66,14 +65,10 @@ class DashengUpstream(Upstream):
 
     def encode(self, padded: Tensor, lengths: Tensor) -> dict:
         hidden = self.model(padded, lengths, batch_mode=self.batch_mode)
-        if padded.shape[0] > 1:
-            # Frames past an utterance's own patches are zero, as when it runs alone (s3prl's
-            # Featurizer keeps round(N / 640) frames, which can be one more than it has).
-            own = self.model.num_patches(lengths)
-            hidden = [zero_padded_frames(h, own) for h in hidden]
         if hidden[0].dtype != torch.float32:
             hidden = [h.float() for h in hidden]
-        return {"hidden_states": hidden, "last_hidden_state": hidden[-1]}
+        # frames past an utterance's own patches: zero (the base class), as when it runs alone
+        return {"hidden_states": hidden, "frame_lengths": self.model.num_patches(lengths)}
 
 
 def load_upstream(ckpt: str | os.PathLike, model_config: Any = None, **kwargs) -> DashengUpstream:
