@@ -530,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     except InstallError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except PermissionError as error:  # the same refusal for every command, whichever file it met first
+        print(f"error: cannot write {error.filename}: this s3prl install is not writable by you. Use a virtual "
+              "environment you own (see the README), or run with the permissions of its owner.", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class Experiment:
     scalars: dict[str, float] = field(default_factory=dict)
     metric: str = "score"
     higher_is_better: bool = True
+    #: every ``upstream*`` argument of the training run (-u, -k, -g, -f, -s, -l, ...): a table row
+    upstream_args: dict = field(default_factory=dict)
 
     @property
     def test_score(self) -> float | None:
@@ -78,6 +80,42 @@ class Experiment:
     def label(self) -> str:
         ckpt = Path(self.upstream_ckpt).name if self.upstream_ckpt else None
         return f"{self.upstream} ({ckpt})" if ckpt else self.upstream
+
+    @property
+    def row_key(self) -> tuple:
+        """What makes two experiments the same upstream: all of its run_downstream arguments
+        (M2D releases are all named checkpoint-300.pth: the file name alone is not enough)."""
+        args = {"upstream": self.upstream, "upstream_ckpt": self.upstream_ckpt, **self.upstream_args}
+        return tuple(sorted((k, str(v)) for k, v in args.items() if v not in (None, False, "")))
+
+
+#: run_downstream's defaults: arguments equal to them do not show in a row's label
+_UPSTREAM_DEFAULTS = {"upstream_feature_selection": "hidden_states", "upstream_model_name": "model.pt",
+                      "upstream_refresh": "False", "upstream_trainable": "False",
+                      "upstream_feature_normalize": "False"}
+_FLAGS = {"upstream_model_config": "-g", "upstream_trainable": "-f", "upstream_refresh": "-r", "upstream_feature_selection": "-s",
+          "upstream_layer_selection": "-l", "upstream_feature_normalize": "--upstream_feature_normalize",
+          "upstream_revision": "--upstream_revision", "upstream_model_name": "--upstream_model_name"}
+
+
+def _row_labels(keys: Sequence[tuple]) -> dict[tuple, str]:
+    """A readable, unique label per row: the entry, as much of the checkpoint path as tells the
+    rows apart, and the arguments that differ from run_downstream's defaults."""
+    def describe(key: tuple, depth: int) -> str:
+        args = dict(key)
+        parts = ["/".join(Path(args["upstream_ckpt"]).parts[-depth:])] if args.get("upstream_ckpt") else []
+        for name, value in key:
+            if name in ("upstream", "upstream_ckpt") or _UPSTREAM_DEFAULTS.get(name) == value:
+                continue
+            flag = _FLAGS.get(name, "--" + name)
+            parts.append(flag if value == "True" else f"{flag} {Path(value).name if name.endswith('config') else value}")
+        return args["upstream"] + (f" ({', '.join(parts)})" if parts else "")
+
+    for depth in range(1, 64):
+        labels = {key: describe(key, depth) for key in keys}
+        if len(set(labels.values())) == len(labels):
+            break
+    return labels
 
 
 def _read_yaml(path: Path) -> dict:
@@ -154,7 +192,9 @@ def read_experiment(expdir: str | Path) -> Experiment:
     if not task or not upstream:
         raise ResultsError(f"{args_files[0]} names no downstream/upstream; was it written by run_downstream.py?")
     experiment = Experiment(expdir=expdir, task=task, upstream=upstream, upstream_ckpt=first.get("upstream_ckpt"),
-                            evaluated=any(r.get("mode") == "evaluate" for r in runs))
+                            evaluated=any(r.get("mode") == "evaluate" for r in runs),
+                            upstream_args={k: v for k, v in first.items()
+                                           if k.startswith("upstream_") and k != "upstream_ckpt"})
     log = expdir / "log.log"
     if log.is_file():
         for line in log.read_text(errors="replace").splitlines():
@@ -198,22 +238,35 @@ def collect(paths: Iterable[str | Path]) -> list[Experiment]:
 
 
 def results_table(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)``: one row per upstream, one column per task (test score of dev-best)."""
+    """``(header, rows)``: one row per upstream (all of its arguments), one column per task (test
+    score of dev-best). Where several experiments fill one cell, the cell lists every score."""
     tasks = sorted({e.task for e in experiments}, key=lambda t: (TASK_SHORT.get(t, t)))
-    upstreams: list[str] = []
-    cells: dict[tuple[str, str], str] = {}
+    keys: list[tuple] = []
+    cells: dict[tuple, list[str]] = {}
     for e in experiments:
-        if e.label not in upstreams:
-            upstreams.append(e.label)
+        if e.row_key not in keys:
+            keys.append(e.row_key)
         score = e.test_score
         text = "n/a" if score is None or math.isnan(score) else f"{score:.4f}"
         if not e.evaluated and score is not None:
             text += "*"
-        cells[(e.label, e.task)] = text
+        cells.setdefault((e.row_key, e.task), []).append(text)
+    labels = _row_labels(keys)
     metric = {e.task: e.metric for e in experiments}
     header = ["upstream"] + [f"{TASK_SHORT.get(t, t)} {metric[t]}" for t in tasks]
-    rows = [[u] + [cells.get((u, t), "") for t in tasks] for u in upstreams]
+    rows = [[labels[k]] + [" / ".join(cells.get((k, t), [])) for t in tasks] for k in keys]
     return header, rows
+
+
+def shared_cells(experiments: Sequence[Experiment]) -> list[str]:
+    """A line for each table cell that more than one experiment fills (same upstream arguments
+    and task: reruns), naming the experiment folders, so no score is hidden."""
+    groups: dict[tuple, list[Experiment]] = {}
+    for e in experiments:
+        groups.setdefault((e.row_key, e.task), []).append(e)
+    labels = _row_labels(list(dict.fromkeys(e.row_key for e in experiments)))
+    return [f"{labels[key]} / {task}: {len(group)} experiments ({', '.join(str(e.expdir) for e in group)}), "
+            "their scores in file order" for (key, task), group in groups.items() if len(group) > 1]
 
 
 def write_markdown(experiments: Sequence[Experiment]) -> str:
@@ -223,6 +276,8 @@ def write_markdown(experiments: Sequence[Experiment]) -> str:
     lines.append("")
     lines.append("Test score of the best dev checkpoint; `*`: no `-m evaluate -e dev-best.ckpt` run yet "
                  "(the test line logged at the best dev step is shown).")
+    for line in shared_cells(experiments):
+        lines.append(f"Several experiments in one cell: {line}.")
     lines.append("")
     lines.append("| expdir | task | upstream | best dev (step) | test | evaluated |")
     lines.append("|---|---|---|---|---|---|")

@@ -12,7 +12,9 @@ No install into s3prl is needed. On top of the plain runner it
   weights-only loading by allowlisting the classes they contain;
 * passes torchrun's ``LOCAL_RANK`` as ``--local_rank`` (s3prl 0.4.18 only knows the flag);
 * uses this package's task config when ``-c`` is not given and ``./downstream/<task>/config.yaml``
-  does not exist (the PyPI s3prl ships no task configs).
+  does not exist (the PyPI s3prl ships no task configs);
+* ends with our own errors' message alone (a missing checkpoint, bad input), not under an 80-line
+  traceback (``S3PRL_PLUGINS_TRACEBACK=1`` shows it).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from . import compat
-from ._cli import register_entries, s3prl_package_dir, with_local_rank
+from ._cli import register_entries, reporting_errors, s3prl_package_dir, with_local_rank
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "s3prl_configs"
 
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = ["run_downstream.py", *argv]
     from s3prl import run_downstream
 
-    run_downstream.main()
+    with reporting_errors():
+        run_downstream.main()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from . import compat
-from ._cli import s3prl_package_dir, with_local_rank
+from ._cli import reporting_errors, s3prl_package_dir, with_local_rank
 
 PATH_FLAGS = ("-p", "--expdir", "-c", "--config", "-g", "--upstream_config", "-e", "--past_exp", "-i", "--init_ckpt")
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import run_pretrain  # s3prl's script, importable now that the overlay is on sys.path
 
-        run_pretrain.main()
+        with reporting_errors():
+            run_pretrain.main()
     finally:
         os.chdir(tempfile.gettempdir())
         shutil.rmtree(overlay, ignore_errors=True)

@@ -255,3 +255,17 @@ def test_run_pretrain_wrapper_exposes_recipes_without_install(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert sorted((tmp_path / "exp").glob("states-*.ckpt")), list((tmp_path / "exp").iterdir())
     assert sorted(p.name for p in (s3prl_package_dir() / "pretrain").iterdir()) == before
+
+
+def test_wrapper_ends_with_our_error_message_alone(tmp_path):
+    """A user's mistake through run_downstream: one clear line, not s3prl's traceback; the
+    traceback on request. s3prl's import-time notices are not printed."""
+    argv = [sys.executable, "-m", "s3prl_plugins.run_downstream", "-m", "train", "-u", "m2d_local", "-k",
+            str(tmp_path / "missing.pth"), "-d", "speech_commands", "-p", str(tmp_path / "exp"), "--device", "cpu"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "error: " in out.stderr and "missing.pth" in out.stderr
+    assert "ESPnet is not installed" not in out.stdout + out.stderr
+    verbose = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                             env=dict(os.environ, S3PRL_PLUGINS_TRACEBACK="1"))
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "MissingCheckpointError" in verbose.stderr

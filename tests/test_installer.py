@@ -288,3 +288,17 @@ def test_kill_at_every_step_then_install_or_uninstall_is_clean(s3prl_copy):
                 assert _digest_tree(s3prl_copy) == installed, f"install after a kill at write {kill_at}"
                 installer.uninstall(s3prl_copy, log=lambda *_: None)
                 assert _digest_tree(s3prl_copy) == pristine
+
+
+def test_every_command_refuses_a_read_only_install_the_same_way(s3prl_copy, monkeypatch):
+    installer.install(s3prl_copy, log=lambda *_: None)
+    installed = _digest_tree(s3prl_copy)
+    monkeypatch.setattr(installer.os, "access", lambda path, mode: False)  # as for a non-root user
+    for command in (installer.install, installer.uninstall):
+        if command is installer.install:
+            (s3prl_copy / "downstream" / "emotion" / "config.yaml").unlink()  # something to write
+        with pytest.raises(installer.InstallError, match="not writable"):
+            command(s3prl_copy, log=lambda *_: None)
+    monkeypatch.undo()
+    installer.install(s3prl_copy, log=lambda *_: None)
+    assert _digest_tree(s3prl_copy) == installed

@@ -112,3 +112,35 @@ def test_tasks_that_log_to_tensorboard_only(tmp_path):
     assert experiment.best_dev == (200, 30.0)  # lower is better; the first best is kept, as s3prl does
     assert experiment.test_score == 31.5
     assert "| ASR wer |" in results.write_markdown([experiment]).splitlines()[0] + "|"
+
+
+def test_rows_are_keyed_by_all_upstream_arguments(expdirs, tmp_path):
+    """Two M2D releases are both checkpoint-300.pth: they stay two rows; a rerun with the same
+    arguments shares a cell and says so (no score is silently dropped)."""
+    import shutil
+
+    import yaml
+
+    source = expdirs["speech_commands"]
+    folders = {}
+    for name, ckpt in (("mr7", "/w/m2d_vit_base-80x608p16x16-mr7/checkpoint-300.pth"),
+                       ("mr6", "/w/m2d_vit_base-80x608p16x16-mr6/checkpoint-300.pth"),
+                       ("mr6_again", "/w/m2d_vit_base-80x608p16x16-mr6/checkpoint-300.pth")):
+        folder = tmp_path / name
+        shutil.copytree(source, folder)
+        for args_file in folder.glob("args_*.yaml"):
+            args = yaml.safe_load(args_file.read_text())
+            args["upstream_ckpt"] = ckpt
+            args_file.write_text(yaml.safe_dump(args))
+        folders[name] = folder
+    experiments = results.collect([tmp_path])
+    header, rows = results.results_table(experiments)
+    labels = [row[0] for row in rows]
+    assert len(rows) == 2 and len(set(labels)) == 2
+    assert any("mr7/checkpoint-300.pth" in label for label in labels)
+    assert any("mr6/checkpoint-300.pth" in label for label in labels)
+    mr6 = next(row for row in rows if "mr6" in row[0])
+    assert mr6[1].count("/") == 1  # both reruns' scores are in the cell
+    notes = results.shared_cells(experiments)
+    assert len(notes) == 1 and str(folders["mr6"]) in notes[0] and str(folders["mr6_again"]) in notes[0]
+    assert "Several experiments in one cell" in results.write_markdown(experiments)
