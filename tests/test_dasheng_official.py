@@ -98,3 +98,27 @@ def test_batches_match_the_official_package(official):
         for a, b in zip(ours, ref):
             assert max_rel(a[index, :own], b[index, :own]) < 1e-4
             assert not a[index, own:].any()
+
+
+def test_train_batchnorm_official_is_the_packages_batchnorm_in_train_mode(official):
+    """``train_batchnorm: official``: in train mode the log-mel BatchNorm uses batch statistics and
+    updates its running ones as the package's BatchNorm2d does; the default keeps them fixed."""
+    import copy
+
+    model, pip, _ = official
+    reference = copy.deepcopy(model).train()
+    generator = torch.Generator().manual_seed(3)
+    batch = torch.randn(3, 32000, generator=generator) * torch.tensor([[0.5], [0.05], [0.2]])
+    lengths = torch.full((3,), 32000)
+    expected = reference.forward_to_spec(batch)[:, 0]  # [B, mels, T]
+    official_bn = reference.init_bn[1]
+    upstream = hubconf.dasheng_local(ckpt=pip, train_batchnorm="official").train()
+    front = upstream.model.front_end
+    features = front(batch, lengths)
+    assert max_rel(features, expected) < 1e-4
+    assert max_rel(front.bn.running_mean, official_bn.running_mean) < 1e-5
+    assert max_rel(front.bn.running_var, official_bn.running_var) < 1e-5
+    fixed = hubconf.dasheng_local(ckpt=pip).train()
+    before = fixed.model.front_end.bn.running_mean.clone()
+    fixed.model.front_end(batch, lengths)
+    assert torch.equal(fixed.model.front_end.bn.running_mean, before)

@@ -29,6 +29,10 @@ MODEL_CONFIG_KEYS = {
     "dtype": "float32",
     # only for encoder widths outside the released ones whose head count is not 64-dim
     "num_heads": None,
+    # train mode (s3prl -f, ESPnet): "fixed" (default) normalises the log-mel with the stored
+    # BatchNorm statistics; "official" is dasheng's BatchNorm2d (batch statistics, running ones
+    # updated), so the same utterance's features then depend on its batch
+    "train_batchnorm": "fixed",
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
@@ -36,6 +40,8 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
 def _options(model_config: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     options = {**MODEL_CONFIG_KEYS, **load_model_config(model_config), **kwargs}
     warn_unknown_keys(options, MODEL_CONFIG_KEYS, "dasheng model config")
+    if options["train_batchnorm"] not in ("fixed", "official"):
+        raise ConfigError(f"dasheng: train_batchnorm must be 'fixed' or 'official', got {options['train_batchnorm']!r}")
     if options["batch_mode"] not in ("per_utterance", "official"):
         raise ConfigError(f"dasheng: batch_mode must be 'per_utterance' or 'official', got {options['batch_mode']!r}")
     dtype = options["dtype"]
@@ -79,4 +85,5 @@ def load_upstream(ckpt: str | os.PathLike, model_config: Any = None, **kwargs) -
     cfg = encoder.config
     logger.info("dasheng: loaded %s (%s layout): width %d, depth %d, %d heads", ckpt, fmt,
                 cfg.embed_dim, cfg.depth, cfg.num_heads)
+    encoder.front_end.official_train_batchnorm = options["train_batchnorm"] == "official"
     return DashengUpstream(encoder, batch_mode=options["batch_mode"])

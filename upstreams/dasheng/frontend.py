@@ -50,6 +50,10 @@ class DashengFrontEnd(nn.Module):
         )
         self.register_buffer("mel_fb", fb)
         self.bn = nn.BatchNorm1d(n_mels, eps=BN_EPS, momentum=0.01)
+        #: train mode: False (default) normalises with the stored statistics, so a fine-tuned
+        #: encoder's features do not drift with the batch; True is the official ``BatchNorm2d``
+        #: (batch statistics, running statistics updated with momentum 0.01)
+        self.official_train_batchnorm = False
 
     @staticmethod
     def num_frames(num_samples: Tensor) -> Tensor:
@@ -81,8 +85,13 @@ class DashengFrontEnd(nn.Module):
             else:
                 peak = db.amax().expand(db.shape[0])
             db = torch.max(db, (peak - TOP_DB)[:, None, None])
-            # Always the stored statistics: the features of a pretrained encoder must not drift
-            # with the batch when s3prl fine-tunes it in train mode.
+            if self.training and self.official_train_batchnorm:
+                # the official BatchNorm2d over [B, mels, 1, T]: statistics over batch and time
+                self.bn.num_batches_tracked.add_(1)
+                return F.batch_norm(db, self.bn.running_mean, self.bn.running_var, self.bn.weight.float(),
+                                    self.bn.bias.float(), training=True, momentum=self.bn.momentum, eps=self.bn.eps)
+            # The stored statistics: the features of a pretrained encoder must not drift with the
+            # batch when s3prl fine-tunes it in train mode.
             return F.batch_norm(
                 db, self.bn.running_mean.float(), self.bn.running_var.float(),
                 self.bn.weight.float(), self.bn.bias.float(), training=False, eps=self.bn.eps,
