@@ -41,6 +41,7 @@ def _overrides(task: str, data: dict, steps: int) -> str:
 
 def _run(command: list[str], log: Path) -> None:
     print("$ " + " ".join(command), flush=True)
+    print(f"  (s3prl's progress bars and log: {log})", flush=True)
     with open(log, "a") as handle:
         result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
     if result.returncode != 0:

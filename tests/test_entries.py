@@ -24,6 +24,12 @@ from s3prl_plugins import hub
 LENGTHS = (16000, 9600, 4321)  # samples; one of them not a multiple of any frame rate
 
 
+@pytest.fixture(autouse=True)
+def _same_random_weights_in_any_order():
+    """make_checkpoint draws from torch's global generator: the same weights whatever ran before."""
+    torch.manual_seed(0)
+
+
 def _spec(entry: str, folder) -> dict:
     family = importlib.import_module(f"s3prl_plugins.upstreams.{hub.ENTRY_FAMILY[entry]}.testing")
     return family.make_checkpoint(entry, folder)
@@ -134,3 +140,30 @@ def test_mixed_devices_are_named_before_anything_runs():
     meta = torch.empty(100, device="meta")  # a second device without a GPU
     with pytest.raises(UpstreamInputError, match=r"different devices \['cpu', 'meta'\]"):
         validate_wavs([torch.zeros(100), meta], model="m")
+
+
+@pytest.mark.parametrize("entry", hub.__all__)
+def test_a_bfloat16_model_keeps_its_front_end_in_float32(entry, tmp_path):
+    """``model.to(torch.bfloat16)`` (what a GPU user does for speed): the front end stays float32
+    (no rounding of its weights either), the encoder runs in bfloat16, the features stay close."""
+    import s3prl.hub as s3prl_hub
+
+    spec = _spec(entry, tmp_path / "ckpt")
+    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config")).eval()
+    def tensors(m):  # buffers that are not saved (filterbanks, windows) too
+        return dict([*m.named_parameters(), *m.named_buffers()])
+
+    front = {name: t.clone() for name, t in tensors(model).items() if id(t) in model._front_end_tensors()}
+    waves = _waves(4)
+    with torch.no_grad():
+        reference = model(waves)["hidden_states"]
+        model = model.to(torch.bfloat16)
+        out = model(waves)["hidden_states"]
+    state = tensors(model)
+    assert front, f"{entry}: no front-end tensors declared"
+    for name, before in front.items():
+        assert state[name].dtype == before.dtype and torch.equal(state[name], before), name
+    assert model.encoder_dtype == torch.bfloat16
+    for h, r in zip(out, reference):
+        error = float((h.float() - r).abs().max()) / max(1.0, float(r.abs().max()))
+        assert error < 1e-1, f"{entry}: bfloat16 model differs by {error:.2e}"

@@ -43,6 +43,8 @@ class StudentUpstream(Upstream):
         self.official_batching = official_batching
         self.downsample_rate = model.downsample_rate
 
+    front_end_parts = ("model.feature_extractor",)
+
     def encode(self, padded: Tensor, lengths: Tensor) -> dict:
         field = self.model.receptive_field
         if padded.shape[-1] < field:

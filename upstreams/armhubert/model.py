@@ -159,7 +159,8 @@ class StudentModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.feature_grad_mult > 0):
             features = self.feature_extractor(wavs, None if uniform else lengths, stats_over_padding=official_batching)
         features = _scale_grad(features, self.cfg.feature_grad_mult) if self.cfg.feature_grad_mult > 0 else features
-        x = self.layer_norm(features.transpose(1, 2))
+        # the CNN may stay float32 under a half-precision encoder (the upstream's front-end rule)
+        x = self.layer_norm(features.transpose(1, 2).to(self.layer_norm.weight.dtype))
         frames = self.feature_extractor.output_lengths(lengths)
         crop = x.shape[1] % self.cfg.crop_seq_to_multiple
         if crop:

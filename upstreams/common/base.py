@@ -39,20 +39,49 @@ class Upstream(nn.Module, metaclass=abc.ABCMeta):
     def encode(self, padded: Tensor, lengths: Tensor) -> dict:
         """Encode ``padded`` ([B, T] at 16 kHz, valid samples ``lengths``) into hidden states."""
 
+    #: submodules (or buffers) of the front end, by attribute path: they stay float32 when the
+    #: model is moved to bfloat16/float16 (``model.half()``, ``.to(torch.bfloat16)``), as an STFT,
+    #: a filterbank or a waveform CNN's first layers lose too much in half precision
+    front_end_parts: tuple[str, ...] = ()
+
+    def _front_end_tensors(self) -> set[int]:
+        ids: set[int] = set()
+        for name in self.front_end_parts:
+            module_path, _, leaf = name.rpartition(".")
+            owner = self.get_submodule(module_path) if module_path else self
+            part = getattr(owner, leaf)
+            tensors = [part] if isinstance(part, Tensor) else [*part.parameters(), *part.buffers()]
+            ids.update(id(t) for t in tensors)
+        return ids
+
+    def _apply(self, fn, recurse=True):
+        keep = self._front_end_tensors()
+        if not keep:
+            return super()._apply(fn, recurse)
+
+        def keeping_front_end_dtype(t: Tensor) -> Tensor:
+            if id(t) in keep and t.is_floating_point():
+                # where fn sends a tensor (its device), without its dtype change: no rounding
+                target = fn(torch.empty(0, dtype=t.dtype, device=t.device))
+                return t.to(device=target.device)
+            return fn(t)
+
+        return super()._apply(keeping_front_end_dtype, recurse)
+
     @property
-    def input_dtype(self) -> torch.dtype:
-        """The dtype the model computes in: that of its first floating parameter (float32 when
-        it has none). Every floating waveform (float64, float16, bfloat16, ...) is converted to it,
-        the same for every family; front ends that need float32 convert again themselves."""
+    def encoder_dtype(self) -> torch.dtype:
+        """The dtype after the front end: that of the first floating parameter outside it."""
+        keep = self._front_end_tensors()
         for param in self.parameters():
-            if param.is_floating_point():
+            if param.is_floating_point() and id(param) not in keep:
                 return param.dtype
         return torch.float32
 
     def forward(self, wavs: Sequence[Tensor]) -> dict:
         wavs = validate_wavs(wavs, model=self.model_name)
-        dtype = self.input_dtype
-        padded, lengths = pad_wavs([w if w.dtype == dtype else w.to(dtype) for w in wavs])
+        # One rule for every family: floating waveforms of any dtype go in as float32, the front
+        # ends' dtype (they hand the encoder its own dtype).
+        padded, lengths = pad_wavs([w if w.dtype == torch.float32 else w.float() for w in wavs])
         outputs = dict(self.encode(padded, lengths))
         num_frames = num_frames_s3prl(padded.shape[-1], self.downsample_rate)
         own = outputs.pop("frame_lengths", None)

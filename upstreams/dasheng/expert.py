@@ -63,6 +63,8 @@ class DashengUpstream(Upstream):
 
     model_name = "dasheng"
 
+    front_end_parts = ("model.front_end",)
+
     def __init__(self, encoder: DashengEncoder, batch_mode: str = "per_utterance"):
         super().__init__()
         self.model = encoder

@@ -39,6 +39,7 @@ class M2DUpstream(Upstream):
     input samples), trimmed to s3prl's frame count."""
 
     model_name = "M2D"
+    front_end_parts = ("model.front_end",)
 
     def __init__(self, model: M2DModel, stats: NormStats, *, collect_stats: RunningLogMelStats | None = None,
                  stats_updates: int = 10_000, ckpt_hint: str = "CKPT"):
@@ -61,7 +62,7 @@ class M2DUpstream(Upstream):
         if self.collect_stats is not None:
             self._update_stats(lms, frames, padded.shape)
         lms = (lms - model.norm_mean) / model.norm_std
-        hidden, _ = model.encode_lms(lms, frames)
+        hidden, _ = model.encode_lms(lms.to(self.encoder_dtype), frames)
         return {"hidden_states": hidden}
 
     def _update_stats(self, lms: Tensor, frames: Tensor, shape) -> None:

@@ -31,6 +31,7 @@ class MelHuBERTUpstream(Upstream):
     """
 
     model_name = "MelHuBERT"
+    front_end_parts = ("frontend",)
 
     def __init__(self, imported: ImportedCheckpoint, stats: NormalisationStats):
         super().__init__()
@@ -66,7 +67,7 @@ class MelHuBERTUpstream(Upstream):
             mask = None  # nothing to mask: SDPA can take its unmasked kernel
         else:
             mask = padding_mask(num_frames, total)
-        hidden_states = self.model(features, mask)
+        hidden_states = self.model(features.to(self.encoder_dtype), mask)
         return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
 
 
