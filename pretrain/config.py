@@ -78,6 +78,9 @@ class TrainConfig:
     keep_last: int = 3
     #: also write the official-layout export at every checkpoint (else only at the end)
     export_every_save: bool = False
+    #: a step whose gradient norm is not finite is skipped (no update; counted and logged, as
+    #: MelHuBERT's runner does); after this many consecutive skips the run saves and stops
+    max_skipped_steps: int = 10
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.accum_steps < 1:
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise ConfigError(f"train.optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
+        if self.max_skipped_steps < 1:
+            raise ConfigError("train.max_skipped_steps must be >= 1")
         if self.save_every < 1 or self.keep_last < 1 or self.log_every < 1:
             raise ConfigError("train.save_every, train.keep_last and train.log_every must be >= 1")
         if self.schedule not in ("cosine", "linear", "constant"):

@@ -339,8 +339,10 @@ class M2DRecipe(Recipe):
                 if ctx.is_main:
                     stats = self._stats_of(self._main_list(), self.crop_frames, self.data.norm_stats_samples,
                                            self.train.seed)
-                    print(f"[pretrain:{self.name}] log-mel statistics of {self.data.norm_stats_samples} crops: "
-                          f"mean {stats[0]:.4f} std {stats[1]:.4f}", flush=True)
+                    used = min(self.data.norm_stats_samples, len(self._main_list()))  # what _stats_of draws
+                    print(f"[pretrain:{self.name}] log-mel statistics of {used} crops (one per file; "
+                          f"data.norm_stats_samples {self.data.norm_stats_samples}): mean {stats[0]:.4f} "
+                          f"std {stats[1]:.4f}", flush=True)
                 stats = broadcast_object(stats, ctx)
             state["norm_stats"] = list(stats)
         if self.data.noise_ratio > 0 and "noise_norm_stats" not in state:

@@ -97,6 +97,9 @@ class Trainer:
         self.ctx = ctx or setup_distributed(self.cfg.device)
         #: every logged record of this process (loss curves for tests and notebooks)
         self.history: list[dict] = []
+        #: steps whose update was skipped (non-finite gradient norm): in this run, and in a row
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
 
     # -- setup --------------------------------------------------------------------------------
     def _log(self, message: str) -> None:
@@ -154,6 +157,7 @@ class Trainer:
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             step = int(state["step"])
+            self.skipped_steps, self.consecutive_skips = state.get("skipped_steps", (0, 0))
             sampler.set_position(state["sampler"]["epoch"], state["sampler"]["start"])
             rngs = state.get("rng") or []
             if len(rngs) == ctx.world_size:
@@ -209,18 +213,26 @@ class Trainer:
                 pending.append({"loss": loss.detach(), **logs})
                 throughput.add(cfg.batch_size * ctx.world_size)
             scaler.unscale_(optimizer)
-            grad_norm = None
-            if cfg.clip_grad is not None:
-                grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
+            # every step: the norm (clipped to clip_grad, or just measured) and one host sync for
+            # its finiteness; DDP's gradients are all-reduced, so every rank decides alike
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                module.parameters(), cfg.clip_grad if cfg.clip_grad is not None else float("inf"))
+            finite = bool(torch.isfinite(grad_norm))
+            if finite or scaler.is_enabled():
+                scaler.step(optimizer)  # fp16: the scaler skips a non-finite step itself and lowers its scale
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            extra = recipe.after_step(module, step, schedule.total_steps)
             position = self._advance(position, sampler.batches_per_epoch(), cfg.accum_steps)
+            if finite:
+                self.consecutive_skips = 0
+                extra = recipe.after_step(module, step, schedule.total_steps)
+            else:
+                pending = pending[: len(pending) - cfg.accum_steps]  # its losses are not averaged in
+                extra = self._skip(step, grad_norm, module, optimizer, scheduler, scaler, position, schedule, writer)
 
-            if step % cfg.log_every == 0 or step == stop:
+            if (step % cfg.log_every == 0 or step == stop) and pending:
                 last_logs = self._log_step(pending, step, scheduler, grad_norm, extra, throughput, writer, bar)
                 pending = []
             if bar is not None:
@@ -237,6 +249,24 @@ class Trainer:
         return {"step": step, "logs": last_logs, "output_dir": str(self.paths.root)}
 
     # -- pieces -------------------------------------------------------------------------------
+    def _skip(self, step, grad_norm, module, optimizer, scheduler, scaler, position, schedule, writer) -> dict:
+        """A step without an update (its gradient norm is not finite): counted, logged, and after
+        ``train.max_skipped_steps`` in a row the state is saved and the run stops."""
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        self._log(f"step {step}: gradient norm {float(grad_norm)}: update skipped ({self.consecutive_skips} in a "
+                  f"row, {self.skipped_steps} in this run)")
+        if writer is not None:
+            writer.add_scalar("train/skipped_steps", self.skipped_steps, step)
+        if self.consecutive_skips >= self.cfg.max_skipped_steps:
+            self._save(module, optimizer, scheduler, scaler, position, step, schedule)
+            raise FloatingPointError(
+                f"{self.consecutive_skips} consecutive steps up to step {step} had a non-finite gradient norm, so "
+                f"training stopped; the state is saved in {self.paths.checkpoints}. Lower train.lr, set "
+                "train.clip_grad, use train.precision fp32, or check the data; resume with the same command "
+                "(train.max_skipped_steps sets how many skips in a row are tolerated)")
+        return {}
+
     @staticmethod
     def _advance(position: dict, per_epoch: int, micro_batches: int) -> dict:
         """The data position after ``micro_batches`` more micro-batches."""
@@ -277,6 +307,8 @@ class Trainer:
         if grad_norm is not None:
             values["grad_norm"] = float(grad_norm)
         values.update(extra)
+        if self.skipped_steps:
+            values["skipped_steps"] = float(self.skipped_steps)
         self.history.append({"step": step, **values})
         rate = throughput.rate()
         values["samples_per_s"] = rate
@@ -312,6 +344,7 @@ class Trainer:
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "sampler": sampler_state,
                 "rng": rngs,
+                "skipped_steps": (self.skipped_steps, self.consecutive_skips),
             }
             path = checkpoint_path(self.paths.checkpoints, step)
             save_atomic(state, path)

@@ -377,3 +377,40 @@ def test_bf16_autocast_keeps_losses_in_float32(recipe, pretrain_data, tmp_path, 
     trainer = train(recipe, tiny_config(recipe, pretrain_data, total_steps=3, precision="bf16"), tmp_path / "run")
     assert seen["qkv"] == torch.bfloat16 and seen["loss"] == torch.float32
     assert all(np.isfinite(h["loss"]) for h in trainer.history)
+
+
+def _poisoned(recipe, bad_calls):
+    """The recipe's loss, times NaN on the given calls (a batch that makes the gradient non-finite)."""
+    real, calls = recipe.compute_loss, {"n": 0}
+
+    def compute_loss(model, batch):
+        calls["n"] += 1
+        loss, logs = real(model, batch)
+        return (loss * float("nan") if calls["n"] in bad_calls else loss), logs
+
+    recipe.compute_loss = compute_loss
+    return recipe
+
+
+def test_a_non_finite_gradient_skips_that_update(pretrain_data, tmp_path):
+    cfg = tiny_config("m2d", pretrain_data, total_steps=4, log_every=1, save_every=100)
+    cfg["data"]["norm_stats"] = [-7.0, 3.5]
+    trainer = Trainer(_poisoned(get_recipe("m2d")(copy.deepcopy(cfg)), {2}), tmp_path / "run", progress=False)
+    trainer.fit()
+    assert trainer.skipped_steps == 1 and trainer.consecutive_skips == 0
+    assert [r["step"] for r in trainer.history] == [1, 3, 4]  # step 2 had no update and no loss to log
+    assert trainer.history[-1]["skipped_steps"] == 1.0
+    state = torch.load(next((tmp_path / "run" / "checkpoints").glob("step-*.pt")), weights_only=True)
+    assert state["skipped_steps"] == (1, 0)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_consecutive_non_finite_gradients_stop_with_a_saved_state(pretrain_data, tmp_path):
+    cfg = tiny_config("m2d", pretrain_data, total_steps=6, log_every=1, save_every=100, max_skipped_steps=2)
+    cfg["data"]["norm_stats"] = [-7.0, 3.5]
+    trainer = Trainer(_poisoned(get_recipe("m2d")(copy.deepcopy(cfg)), {2, 3, 4, 5, 6}), tmp_path / "run",
+                      progress=False)
+    with pytest.raises(FloatingPointError, match="2 consecutive steps up to step 3"):
+        trainer.fit()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "step-000000003.pt", weights_only=True)
+    assert saved["step"] == 3 and saved["skipped_steps"] == (2, 2)
