@@ -218,6 +218,17 @@ class DashengRecipe(Recipe):
                               f"multiple of objective.mask_group ({group}) and at most model.chunk_patches "
                               f"({self.model_cfg.chunk_patches}); the official 10.0 s gives 250")
 
+    def no_weight_decay(self, name: str, param) -> bool:
+        """None: the official trainer gives ``model.parameters()`` to one AdamW, so biases, norm
+        affines, positional embeddings and the mask token are decayed too (train.py)."""
+        return False
+
+    def decay_steps(self, total_steps: int, warmup_steps: int) -> int:
+        """The official cosine (ignite's CosineAnnealingScheduler behind a warm-up) spans
+        ``epoch_length * epochs`` iterations after the warm-up, longer than the run, so it ends at
+        about 0.102 x lr with the shipped warm-up instead of reaching min_lr_ratio x lr."""
+        return total_steps
+
     @property
     def crop_samples(self) -> int:
         return int(round(self.data.crop_seconds * self.data.sample_rate))

@@ -49,12 +49,15 @@ class WarmupCosine:
     ``lr``. Stateless apart from the step, so resuming is exact."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, lr: float, warmup: int, total: int, min_ratio: float = 0.0,
-                 shape: str = "cosine"):
+                 shape: str = "cosine", decay_steps: int | None = None):
         self.optimizer = optimizer
         self.shape = shape
         self.base_lr = lr
         self.warmup = max(0, int(warmup))
         self.total = max(1, int(total))
+        #: length of the decay after the warm-up: ``total - warmup`` (MAE), or longer than the run
+        #: (Dasheng's trainer decays over all ``total`` steps after its warm-up, ending above min)
+        self.decay_steps = max(1, int(decay_steps)) if decay_steps is not None else max(1, self.total - self.warmup)
         self.min_lr = lr * min_ratio
         self.step_count = 0
         self._apply()
@@ -62,8 +65,7 @@ class WarmupCosine:
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
             return self.base_lr * step / self.warmup
-        span = max(1, self.total - self.warmup)
-        progress = min(1.0, (step - self.warmup) / span)
+        progress = min(1.0, (step - self.warmup) / self.decay_steps)
         if self.shape == "constant":
             return self.base_lr
         if self.shape == "linear":

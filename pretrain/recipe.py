@@ -108,6 +108,10 @@ class Recipe(abc.ABC):
 
         return timm_no_weight_decay(name, param)
 
+    def decay_steps(self, total_steps: int, warmup_steps: int) -> int | None:
+        """Steps of the learning-rate decay after the warm-up (default None: the rest of the run)."""
+        return None
+
     def item_lengths(self, reader) -> Sequence[int] | None:
         """Per-item lengths to batch similar lengths together (s3prl's bucketing), or None for
         uniformly random batches (default)."""

@@ -145,7 +145,7 @@ class Trainer:
         module = recipe.build_model().to(ctx.device)
         optimizer = build_optimizer(module, cfg, schedule.lr, recipe.no_weight_decay)
         scheduler = WarmupCosine(optimizer, schedule.lr, schedule.warmup_steps, schedule.total_steps, cfg.min_lr_ratio,
-                                 cfg.schedule)
+                                 cfg.schedule, recipe.decay_steps(schedule.total_steps, schedule.warmup_steps))
         autocast_dtype, use_scaler = self._precision()
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -414,3 +415,25 @@ def test_consecutive_non_finite_gradients_stop_with_a_saved_state(pretrain_data,
         trainer.fit()
     saved = torch.load(tmp_path / "run" / "checkpoints" / "step-000000003.pt", weights_only=True)
     assert saved["step"] == 3 and saved["skipped_steps"] == (2, 2)
+
+
+def test_dasheng_decays_every_parameter_and_its_cosine_outlasts_the_run():
+    """The official trainer: one AdamW over model.parameters(); the cosine spans epoch_length x
+    epochs iterations after the warm-up (ignite), so the run ends above min_lr_ratio x lr."""
+    import dataclasses
+
+    from s3prl_plugins.pretrain.optim import WarmupCosine, build_optimizer
+    from s3prl_plugins.pretrain.recipe import Recipe
+
+    recipe = get_recipe("dasheng")(load_yaml(CONFIG_DIR / "dasheng_base.yaml"))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    cfg = dataclasses.replace(recipe.train, optimizer="adamw")  # the shipped adamw8bit needs bitsandbytes
+    groups = build_optimizer(model, cfg, 1e-3, recipe.no_weight_decay).param_groups
+    decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert len(decayed) == 4 and all(g["weight_decay"] == recipe.train.weight_decay for g in groups if g["params"])
+    total, warmup = 10_000, 300  # 3 of 100 epochs, as shipped
+    cosine = WarmupCosine(torch.optim.SGD(model.parameters(), lr=1.0), 1.0, warmup, total, 0.1,
+                          decay_steps=recipe.decay_steps(total, warmup))
+    expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (total - warmup) / total))
+    assert abs(cosine.lr_at(total) - expected) < 1e-12 and 0.101 < expected < 0.103
+    assert Recipe.decay_steps(recipe, total, warmup) is None  # every other recipe: the rest of the run
