@@ -105,9 +105,10 @@ class M2DData:
     csv_main: str = "data/files_audioset.csv"
     #: folder the paths in the CSVs are relative to (default: the CSV's folder)
     root: str | None = None
-    #: [mean, std] of the log-mel; null = computed at start from ``norm_stats_samples`` crops
+    #: [mean, std] of the log-mel; null = computed at start from ``norm_stats_samples`` random
+    #: crops (drawn with replacement, as the official trainers; M2D-S: as many of the noise too)
     norm_stats: tuple[float, float] | None = None
-    norm_stats_samples: int = 10000
+    norm_stats_samples: int = 5000
     #: repeat the list up to this many items per epoch (official ``--min_ds_size``)
     min_ds_size: int = 0
     #: background noise (M2D-S, optional for the others): CSV of noise log-mel .npy files
@@ -315,9 +316,10 @@ class M2DRecipe(Recipe):
 
     @staticmethod
     def _stats_of(reader: LogMelList, crop: int, samples: int, seed: int) -> tuple[float, float]:
-        """Mean and std of ``samples`` random crops (as the official trainers compute them)."""
+        """Mean and unbiased std of ``samples`` random crops of files drawn with replacement (the
+        official ``np.random.randint`` draw and ``torch.std``)."""
         rng = np.random.default_rng(seed)
-        picks = rng.choice(len(reader), size=min(samples, len(reader)), replace=False)
+        picks = rng.integers(0, len(reader), size=samples)
         total = total_sq = count = 0.0
         for index in picks:
             lms = np.asarray(reader[int(index)]["lms"], dtype=np.float64)
@@ -326,7 +328,8 @@ class M2DRecipe(Recipe):
             total_sq += np.square(x).sum()
             count += x.size
         mean = total / count
-        std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0))) + float(np.finfo(np.float32).eps)
+        variance = max(total_sq - count * mean * mean, 0.0) / max(count - 1.0, 1.0)
+        std = float(np.sqrt(variance)) + float(np.finfo(np.float32).eps)
         return float(mean), std
 
     def prepare(self, ctx) -> None:
@@ -339,14 +342,13 @@ class M2DRecipe(Recipe):
                 if ctx.is_main:
                     stats = self._stats_of(self._main_list(), self.crop_frames, self.data.norm_stats_samples,
                                            self.train.seed)
-                    used = min(self.data.norm_stats_samples, len(self._main_list()))  # what _stats_of draws
-                    print(f"[pretrain:{self.name}] log-mel statistics of {used} crops (one per file; "
-                          f"data.norm_stats_samples {self.data.norm_stats_samples}): mean {stats[0]:.4f} "
-                          f"std {stats[1]:.4f}", flush=True)
+                    print(f"[pretrain:{self.name}] log-mel statistics of {self.data.norm_stats_samples} random "
+                          f"crops of the {len(self._main_list())} files (drawn with replacement): mean "
+                          f"{stats[0]:.4f} std {stats[1]:.4f}", flush=True)
                 stats = broadcast_object(stats, ctx)
             state["norm_stats"] = list(stats)
         if self.data.noise_ratio > 0 and "noise_norm_stats" not in state:
-            stats = self._stats_of(self._noise_list(), self.crop_frames, self.data.norm_stats_samples // 2,
+            stats = self._stats_of(self._noise_list(), self.crop_frames, self.data.norm_stats_samples,
                                    self.train.seed + 1) if ctx.is_main else None
             state["noise_norm_stats"] = list(broadcast_object(stats, ctx))
         if self.uses_labels and "classes" not in state:

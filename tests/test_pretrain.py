@@ -437,3 +437,22 @@ def test_dasheng_decays_every_parameter_and_its_cosine_outlasts_the_run():
     expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (total - warmup) / total))
     assert abs(cosine.lr_at(total) - expected) < 1e-12 and 0.101 < expected < 0.103
     assert Recipe.decay_steps(recipe, total, warmup) is None  # every other recipe: the rest of the run
+
+
+def test_m2d_statistics_are_the_official_draw(pretrain_data):
+    """Files drawn with replacement (as np.random.randint), one random crop each, mean and the
+    unbiased std (torch.std) of all their values."""
+    from s3prl_plugins.pretrain.data import LogMelList, crop_or_pad, random_crop
+    from s3prl_plugins.pretrain.m2d import M2DRecipe
+
+    reader = LogMelList(str(pretrain_data["lms_csv"]), None)
+    mean, std = M2DRecipe._stats_of(reader, 64, 30, seed=5)
+    rng = np.random.default_rng(5)
+    picks = rng.integers(0, len(reader), size=30)
+    crops = []
+    for index in picks:
+        lms = np.asarray(reader[int(index)]["lms"], dtype=np.float64)
+        crops.append(crop_or_pad(lms, random_crop(lms.shape[-1], 64, rng), 64))
+    values = torch.from_numpy(np.stack(crops))
+    assert mean == pytest.approx(float(values.mean()), rel=1e-12)
+    assert std == pytest.approx(float(values.std()) + float(np.finfo(np.float32).eps), rel=1e-12)
