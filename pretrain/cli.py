@@ -32,6 +32,13 @@ EPILOG = textwrap.dedent("""\
       # write the official layout from any training checkpoint (also done at the end of a run)
       python -m s3prl_plugins.pretrain export runs/m2d/checkpoints/step-000010000.pt --output exported/
 
+      # validation list, the 4 best states kept and averaged at the end (Dasheng's official setting)
+      python -m s3prl_plugins.pretrain dasheng --config dasheng_base --set 'data.valid=[data/shards/vggsound_test/*.tar]' \
+          --set train.keep_best=4 --set train.export_best=average --output runs/dasheng
+      # the best, or the average of the kept best states, of a run folder, in the official layout
+      python -m s3prl_plugins.pretrain export runs/dasheng --best --output exported/
+      python -m s3prl_plugins.pretrain export runs/dasheng --average-best --output exported/
+
     --config takes a YAML path or the name of a shipped config: {configs}.
     Batch sizes are per process; the effective batch (batch x accumulation x processes) is printed at start.
     """)
@@ -58,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="'auto' (default: continue from the newest checkpoint in --output), 'never', or a path")
     parser.add_argument("--stop-at", type=int, help="stop after this many steps (checkpoint written), as if preempted")
     parser.add_argument("--no-progress", action="store_true", help="print log lines instead of a progress bar")
+    parser.add_argument("--best", action="store_true",
+                        help="(export only) export the best validated state of the run folder CHECKPOINT")
+    parser.add_argument("--average-best", action="store_true",
+                        help="(export only) export the average of the kept best validated states of the run folder")
     official = parser.add_argument_group("official M2D-S/M2D-AS options (shortcuts for --set)")
     official.add_argument("--loss_m2d", type=float, help="weight of the M2D loss (objective.loss_m2d)")
     official.add_argument("--loss_off", type=float, help="weight of the offline-target loss (objective.loss_off)")
@@ -87,8 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_checkpoint
 
             if not args.checkpoint or not args.output:
-                raise ConfigError("usage: python -m s3prl_plugins.pretrain export CHECKPOINT --output FOLDER")
-            print(export_checkpoint(args.checkpoint, args.output))
+                raise ConfigError("usage: python -m s3prl_plugins.pretrain export CHECKPOINT --output FOLDER "
+                                  "(or RUN_FOLDER --best / --average-best)")
+            if args.best or args.average_best:
+                from .export import best_states_of_run, export_best
+
+                print(export_best(best_states_of_run(args.checkpoint), args.output, average=args.average_best))
+            else:
+                print(export_checkpoint(args.checkpoint, args.output))
             return 0
         overrides = list(args.overrides)
         for flag, key in (("loss_m2d", "objective.loss_m2d"), ("loss_off", "objective.loss_off"),

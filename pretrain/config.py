@@ -81,6 +81,23 @@ class TrainConfig:
     #: a step whose gradient norm is not finite is skipped (no update; counted and logged, as
     #: MelHuBERT's runner does); after this many consecutive skips the run saves and stops
     max_skipped_steps: int = 10
+    #: validation on the recipe's ``data.valid`` list with its own loss in eval mode: every
+    #: ``valid_every`` steps or ``valid_every_epochs`` epochs (default: once per epoch) and at the
+    #: last step; ``valid_batch_size`` per process (default: ``batch_size``)
+    valid_every: int | None = None
+    valid_every_epochs: float | None = None
+    valid_batch_size: int | None = None
+    #: keep the model states of the ``keep_best`` best validations (0: none) by ``best_metric`` (a
+    #: validation value: ``loss`` or one the recipe logs), lower (``min``) or higher (``max``) better
+    keep_best: int = 0
+    best_metric: str = "loss"
+    best_mode: str = "min"
+    #: at the end of training, also export the best state (``best``) or the average of the kept
+    #: best states (``average``, Dasheng's ``average_final_model``) in the official layout
+    export_best: str = "none"
+    #: a shell command started in the background at each save (M2D's quick_eval.sh pattern), with
+    #: ``{checkpoint}``, ``{export}`` (the official-layout export of that save), ``{step}``, ``{run}``
+    on_save: str | None = None
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.accum_steps < 1:
@@ -101,6 +118,26 @@ class TrainConfig:
             raise ConfigError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError("train.min_lr_ratio must lie in [0, 1]")
+        if self.valid_every is not None and self.valid_every_epochs is not None:
+            raise ConfigError("give at most one of train.valid_every (steps) and train.valid_every_epochs")
+        if (self.valid_every is not None and self.valid_every < 1) or (
+                self.valid_every_epochs is not None and self.valid_every_epochs <= 0):
+            raise ConfigError("train.valid_every must be >= 1 step and train.valid_every_epochs > 0")
+        if self.valid_batch_size is not None and self.valid_batch_size < 1:
+            raise ConfigError("train.valid_batch_size must be >= 1")
+        if self.keep_best < 0:
+            raise ConfigError("train.keep_best must be >= 0 (0 keeps no best states)")
+        if self.best_mode not in ("min", "max"):
+            raise ConfigError(f"train.best_mode must be min or max, got {self.best_mode!r}")
+        if self.export_best not in ("none", "best", "average"):
+            raise ConfigError(f"train.export_best must be none, best or average, got {self.export_best!r}")
+        if self.export_best != "none" and self.keep_best < 1:
+            raise ConfigError(f"train.export_best: {self.export_best} needs train.keep_best >= 1 (and a "
+                              "validation list, data.valid)")
+        if self.on_save is not None:
+            from .validation import SaveCommand
+
+            SaveCommand.check(self.on_save)
 
 
 def from_dict(cls, values: Mapping[str, Any] | None, where: str):
@@ -182,15 +219,20 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
 
 @dataclass
 class RunPaths:
-    """Where a run writes: checkpoints for resuming, TensorBoard logs, official-layout exports."""
+    """Where a run writes: checkpoints for resuming, TensorBoard logs, official-layout exports,
+    the best validated model states, the logs of the on_save command."""
 
     root: Path
     checkpoints: Path = field(init=False)
     logs: Path = field(init=False)
     exports: Path = field(init=False)
+    best: Path = field(init=False)
+    on_save: Path = field(init=False)
 
     def __post_init__(self):
         self.root = Path(self.root)
         self.checkpoints = self.root / "checkpoints"
         self.logs = self.root / "tensorboard"
         self.exports = self.root / "export"
+        self.best = self.root / "best"
+        self.on_save = self.root / "on_save"

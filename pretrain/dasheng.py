@@ -73,10 +73,15 @@ class DashengData:
     root: str | None = None
     crop_seconds: float = 10.0
     sample_rate: int = 16000
+    #: validation data (official ``cv_data``, VGGSound test): a list of tar shards (paths or glob
+    #: patterns), or one audio list (CSV/text); one crop of ``crop_seconds`` per file
+    valid: list[str] | str | None = None
 
     def validate(self) -> None:
         if bool(self.shards) == bool(self.audio_list):
             raise ConfigError("give exactly one of data.shards (tar shards) and data.audio_list")
+        if isinstance(self.valid, str) and self.valid.endswith(".tar"):
+            self.valid = [self.valid]
         if self.sample_rate != 16000:
             raise ConfigError("Dasheng models take 16 kHz audio (data.sample_rate: 16000)")
 
@@ -238,17 +243,29 @@ class DashengRecipe(Recipe):
         frames = 1 + self.crop_samples // HOP_LENGTH
         return frames // self.model_cfg.patch_frames
 
+    def _shards(self, patterns: list[str], where: str) -> TarShards:
+        data = self.data
+        paths = []
+        for pattern in patterns:
+            matched = sorted(glob(str(Path(data.root or ".") / pattern) if data.root else pattern))
+            if not matched:
+                raise DataError(f"{where} entry {pattern!r} matches no file")
+            paths += matched
+        return TarShards(paths, data.sample_rate)
+
     def build_reader(self):
         data = self.data
         if data.shards:
-            paths = []
-            for pattern in data.shards:
-                matched = sorted(glob(str(Path(data.root or ".") / pattern) if data.root else pattern))
-                if not matched:
-                    raise DataError(f"data.shards entry {pattern!r} matches no file")
-                paths += matched
-            return TarShards(paths, data.sample_rate)
+            return self._shards(data.shards, "data.shards")
         return AudioList(data.audio_list, data.root, data.sample_rate)
+
+    def build_valid_reader(self):
+        valid = self.data.valid
+        if not valid:
+            return None
+        if isinstance(valid, str):
+            return AudioList(valid, self.data.root, self.data.sample_rate)
+        return self._shards(list(valid), "data.valid")
 
     def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
         wave = raw["wave"]

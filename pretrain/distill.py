@@ -94,6 +94,8 @@ class DistillData:
     #: s3prl's ``len_for_bucket`` folder with ``<set>.csv`` (official data.bucketing_path)
     bucket_dir: str = "data/len_for_bucket"
     train_sets: list = field(default_factory=lambda: ["train-clean-100", "train-clean-360", "train-other-500"])
+    #: validation sets (bucket CSV names; official: dev-clean, every epoch)
+    valid: list | None = None
     #: drop utterances longer / shorter than this many samples (official: none dropped; fewer than
     #: 400 samples give no frame at all)
     max_samples: int | None = None
@@ -289,6 +291,14 @@ class _DistillRecipe(Recipe):
             self._mean_seconds = float(np.mean(reader.lengths)) / 16000.0
         return reader
 
+    def build_valid_reader(self):
+        data = self.data
+        if not data.valid:
+            return None
+        sets = [data.valid] if isinstance(data.valid, str) else list(data.valid)
+        return librispeech_list(data.libri_root, data.bucket_dir, sets, max_samples=data.max_samples,
+                                min_samples=data.min_samples)
+
     def item_lengths(self, reader):
         return getattr(reader, "lengths", None)
 
@@ -472,6 +482,10 @@ class ARMHuBERTRecipe(_DistillRecipe):
             # a random order of the frames: which masked frames survive require_same_masks
             example["rank"] = torch.from_numpy(rng.permutation(frames).astype(np.int64))
         return example
+
+    def make_valid_example(self, raw: dict, rng: np.random.Generator) -> dict:
+        # the official validation_step: student and teacher without masking
+        return _DistillRecipe.make_example(self, raw, rng)
 
     def compute_loss(self, model, batch):
         batch = self._pad_batch(batch)

@@ -120,6 +120,9 @@ class M2DData:
     label_column: str = "label"
     #: M2D-X: the frozen M2D teacher (any official M2D weight file) whose features are the offline target
     teacher: str | None = None
+    #: validation list (official ``--csv_val``): a CSV like ``csv_main`` (same columns, same root),
+    #: evaluated without noise mixing, as the official validation loop
+    valid: str | None = None
 
     def validate(self) -> None:
         if not 0.0 <= self.noise_ratio <= 1.0:
@@ -366,17 +369,27 @@ class M2DRecipe(Recipe):
         self._class_index = {c: i for i, c in enumerate(self.state.get("classes", []))}
         return _Repeat(reader, self.data.min_ds_size) if self.data.min_ds_size else reader
 
+    def build_valid_reader(self):
+        if not self.data.valid:
+            return None
+        extra = (self.data.target_column,) if self.uses_offline_target else ()
+        keep = (self.data.label_column,) if self.uses_labels else ()
+        return LogMelList(self.data.valid, self.data.root, extra_columns=extra, keep_columns=keep)
+
+    def make_valid_example(self, raw: dict, rng: np.random.Generator) -> dict:
+        return self.make_example(raw, rng, mix_noise=False)
+
     def _crop_lms(self, lms: np.ndarray, rng: np.random.Generator, usable: int | None = None) -> tuple[np.ndarray, int]:
         crop = self.crop_frames
         length = lms.shape[-1] if usable is None else min(usable, lms.shape[-1])
         start = random_crop(length, crop, rng)
         return crop_or_pad(lms[..., :length], start, crop).astype(np.float32), start
 
-    def _normalise(self, lms: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def _normalise(self, lms: np.ndarray, rng: np.random.Generator, mix_noise: bool = True) -> torch.Tensor:
         """Standardise a raw log-mel crop; with noise: mix in the linear power domain first."""
         mean, std = self.state["norm_stats"]
         x = torch.from_numpy(lms) - mean
-        if self._noise is not None and self.data.noise_ratio > 0:
+        if mix_noise and self._noise is not None and self.data.noise_ratio > 0:
             noise = np.asarray(self._noise[int(rng.integers(len(self._noise)))]["lms"], dtype=np.float32)
             start = random_crop(noise.shape[-1], self.crop_frames, rng)
             noise = torch.from_numpy(crop_or_pad(noise, start, self.crop_frames, repeat=True).astype(np.float32))
@@ -388,12 +401,12 @@ class M2DRecipe(Recipe):
         n_freq, n_time = (a // b for a, b in zip(self.model_cfg.input_size, self.model_cfg.patch_size))
         return torch.from_numpy(rng.random(n_freq * n_time, dtype=np.float32))
 
-    def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
+    def make_example(self, raw: dict, rng: np.random.Generator, mix_noise: bool = True) -> dict:
         lms = np.asarray(raw["lms"])
         if lms.ndim != 2 or lms.shape[0] != self.model_cfg.input_size[0]:
             raise DataError(f"log-mel items must be [{self.model_cfg.input_size[0]}, T] (or [1, ., T]), got {lms.shape}")
         crop, _ = self._crop_lms(lms, rng)
-        return {"lms": self._normalise(crop, rng), "mask_noise": self._mask_noise(rng)}
+        return {"lms": self._normalise(crop, rng, mix_noise), "mask_noise": self._mask_noise(rng)}
 
     # -- model / loss -------------------------------------------------------------------------
     def offline_dim(self) -> int | None:
@@ -487,7 +500,7 @@ class M2DSRecipe(M2DRecipe):
                 dim = int(np.asarray(first).shape[-1])
             self.state["offline_dim"] = broadcast_object(dim, ctx)
 
-    def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
+    def make_example(self, raw: dict, rng: np.random.Generator, mix_noise: bool = True) -> dict:
         lms = np.asarray(raw["lms"])
         feats = np.asarray(raw[self.data.target_column])
         if feats.ndim == 3:
@@ -502,7 +515,7 @@ class M2DSRecipe(M2DRecipe):
         per_patch = self.model_cfg.patch_size[1] // 2
         if per_patch > 1:  # average the teacher frames inside one patch (80x4 patches)
             target = target.reshape(-1, per_patch, target.shape[-1]).mean(axis=1)
-        return {"lms": self._normalise(lms_crop, rng), "mask_noise": self._mask_noise(rng),
+        return {"lms": self._normalise(lms_crop, rng, mix_noise), "mask_noise": self._mask_noise(rng),
                 "offline_target": torch.from_numpy(target)}
 
     def compute_loss(self, model, batch):
@@ -523,8 +536,8 @@ class M2DASRecipe(M2DRecipe):
     def offline_dim(self) -> int | None:
         return len(self.state["classes"])
 
-    def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
-        example = super().make_example(raw, rng)
+    def make_example(self, raw: dict, rng: np.random.Generator, mix_noise: bool = True) -> dict:
+        example = super().make_example(raw, rng, mix_noise)
         labels = torch.zeros(len(self._class_index))
         for name in str(raw[self.data.label_column]).split(","):
             if name:
@@ -580,12 +593,12 @@ class M2DXRecipe(M2DRecipe):
     def offline_dim(self) -> int | None:
         return int(self.state["offline_dim"])
 
-    def make_example(self, raw: dict, rng: np.random.Generator) -> dict:
+    def make_example(self, raw: dict, rng: np.random.Generator, mix_noise: bool = True) -> dict:
         lms = np.asarray(raw["lms"])
         crop, _ = self._crop_lms(lms, rng)
         mean, std = self.state["norm_stats"]
         clean = ((torch.from_numpy(crop) - mean) / std).unsqueeze(0)
-        mixed = self._normalise(crop, rng)  # noise-mixed when data.noise_ratio > 0, else the same crop
+        mixed = self._normalise(crop, rng, mix_noise)  # noise-mixed when data.noise_ratio > 0, else the same crop
         return {"lms": clean, "lms_teacher": mixed, "mask_noise": self._mask_noise(rng)}
 
     def compute_loss(self, model, batch):

@@ -109,6 +109,9 @@ class MelHuBERTData:
     #: true when the .npy features are already normalised with ``stats`` (the official
     #: preprocess.sh data); false for the raw fbank of the ``fbank`` step
     features_normalised: bool = False
+    #: validation lists in the layout of ``sets`` (e.g. dev-clean through the same preparation
+    #: steps); the official runner validates on nothing
+    valid: list[str] | None = None
 
     def validate(self) -> None:
         if not self.sets:
@@ -116,6 +119,8 @@ class MelHuBERTData:
                               "`python -m s3prl_plugins.pretrain.prepare labels` (file_path,label_path,length)")
         if isinstance(self.sets, str):
             self.sets = [self.sets]
+        if isinstance(self.valid, str):
+            self.valid = [self.valid]
         if not self.stats:
             raise ConfigError("data.stats must name the [2, 40] mean/std .npy written by "
                               "`python -m s3prl_plugins.pretrain.prepare fbank` (or libri100/libri360/libri960)")
@@ -388,6 +393,11 @@ class MelHuBERTRecipe(Recipe):
     # -- data -------------------------------------------------------------------------------
     def build_reader(self) -> FbankLabelList:
         return FbankLabelList(self.data.sets, self.data.root, self.data.min_length_frames, self.data.max_length_frames)
+
+    def build_valid_reader(self) -> FbankLabelList | None:
+        if not self.data.valid:
+            return None
+        return FbankLabelList(self.data.valid, self.data.root, self.data.min_length_frames, self.data.max_length_frames)
 
     def item_lengths(self, reader) -> Sequence[int]:
         return reader.lengths  # s3prl-style buckets of similar lengths

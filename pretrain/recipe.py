@@ -127,6 +127,20 @@ class Recipe(abc.ABC):
     def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """Loss of one micro-batch (already on the device) and detached scalars to log."""
 
+    # -- validation (the trainer's ``data.valid`` hook) -----------------------------------------
+    def build_valid_reader(self):
+        """The reader of the validation list ``data.valid``, or None when the config names none."""
+        return None
+
+    def make_valid_example(self, raw: dict, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One validation example (default: as in training, from the item's fixed generator)."""
+        return self.make_example(raw, rng)
+
+    def compute_valid_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The validation loss of one batch (the model is in eval mode, without gradients;
+        default: the training loss)."""
+        return self.compute_loss(model, batch)
+
     def after_step(self, model: nn.Module, step: int, total_steps: int) -> dict[str, float]:
         """Called after every optimiser step (``step`` = steps done so far), e.g. EMA updates."""
         return {}

@@ -64,6 +64,9 @@ class PluginPretrainExpert(nn.Module):
         self.updates = 0
         print(f"[{self.recipe_name}] s3prl expert: recipe {self.recipe.name}, {len(self.dataset)} items, "
               f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad) / 1e6:.2f} M trainable parameters")
+        if getattr(self.recipe.data, "valid", None):
+            print(f"[{self.recipe_name}] data.valid is not used: s3prl's run_pretrain.py has no validation step; "
+                  f"validate and keep the best states with python -m s3prl_plugins.pretrain {self.recipe_name} ...")
 
     # -- runner interface ---------------------------------------------------------------------
     def get_train_dataloader(self):

@@ -26,6 +26,7 @@ from .data import GlobalBatchSampler, RecipeDataset
 from .distributed import DistContext, all_reduce_mean, gather_objects, setup_distributed
 from .optim import WarmupCosine, build_optimizer
 from .recipe import Recipe
+from .validation import BestCheckpoints, SaveCommand, ValidationSampler, write_to_console
 
 __all__ = ["Trainer", "Schedule", "plan_schedule", "seed_everything", "make_loader"]
 
@@ -63,11 +64,11 @@ def plan_schedule(recipe: Recipe, num_items: int, world_size: int) -> Schedule:
     return Schedule(total, min(warmup, total), steps_per_epoch, effective, lr)
 
 
-def make_loader(dataset: RecipeDataset, sampler: GlobalBatchSampler, num_workers: int, pin_memory: bool,
-                collate=None) -> DataLoader:
+def make_loader(dataset: RecipeDataset, sampler, num_workers: int, pin_memory: bool, collate=None,
+                persistent: bool = True) -> DataLoader:
     # Own generator: creating an iterator must not consume the global RNG (exact resume).
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate,
-                      persistent_workers=num_workers > 0, generator=torch.Generator(),
+                      persistent_workers=persistent and num_workers > 0, generator=torch.Generator(),
                       multiprocessing_context="fork" if num_workers > 0 and sys.platform == "linux" else None)
 
 
@@ -100,19 +101,53 @@ class Trainer:
         #: steps whose update was skipped (non-finite gradient norm): in this run, and in a row
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        #: every validation of this process: {"step": N, <metric>: value, ...}
+        self.valid_history: list[dict] = []
+        self.best: BestCheckpoints | None = None
+        self.on_save: SaveCommand | None = None
 
     # -- setup --------------------------------------------------------------------------------
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
-            print(f"[pretrain:{self.recipe.name}] {message}", flush=True)
+            write_to_console(f"[pretrain:{self.recipe.name}] {message}")
 
     def _resume_state(self) -> dict | None:
         if self.resume in (None, "", "none", "never"):
             return None
         if self.resume == "auto":
             found = latest_checkpoint(self.paths.checkpoints)
-            return load_training_checkpoint(found) if found else None
-        return load_training_checkpoint(Path(self.resume))
+            state = load_training_checkpoint(found) if found else None
+        else:
+            state = load_training_checkpoint(Path(self.resume))
+        if state is not None and "optimizer" not in state:
+            from ..upstreams.common.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{state['path']} holds model weights only (a best validated state); resume "
+                                  f"from a file in {self.paths.checkpoints} or the run folder")
+        return state
+
+    def _validation(self, schedule: Schedule):
+        """(loader, every how many steps) of ``data.valid``, or (None, 0) without a validation list."""
+        cfg, recipe, ctx = self.cfg, self.recipe, self.ctx
+        reader = recipe.build_valid_reader()
+        if reader is None:
+            if cfg.keep_best or cfg.valid_every or cfg.valid_every_epochs:
+                raise ConfigError("train.keep_best / train.valid_every need a validation list: set data.valid "
+                                  "(see pretrain/README.md, 'Validation and the best checkpoints')")
+            return None, 0
+        dataset = RecipeDataset(reader, recipe.make_valid_example)
+        sampler = ValidationSampler(len(dataset), cfg.valid_batch_size or cfg.batch_size, rank=ctx.rank,
+                                    world_size=ctx.world_size, seed=cfg.seed, lengths=recipe.item_lengths(reader))
+        loader = make_loader(dataset, sampler, cfg.num_workers, ctx.device.type == "cuda", recipe.collate,
+                             persistent=False)
+        if cfg.valid_every:
+            every = cfg.valid_every
+        else:
+            every = max(1, int(round((cfg.valid_every_epochs or 1.0) * schedule.steps_per_epoch)))
+        self._log(f"validation on {len(dataset)} items every {every} steps"
+                  + (f"; the {cfg.keep_best} best by {cfg.best_metric} ({cfg.best_mode}) kept in {self.paths.best}"
+                     if cfg.keep_best else ""))
+        return loader, every
 
     def _precision(self):
         """(autocast dtype or None, use a gradient scaler). bf16 also autocasts on CPUs; fp16 needs
@@ -148,6 +183,14 @@ class Trainer:
                                  cfg.schedule, recipe.decay_steps(schedule.total_steps, schedule.warmup_steps))
         autocast_dtype, use_scaler = self._precision()
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+        valid_loader, valid_every = self._validation(schedule)
+        if cfg.keep_best and ctx.is_main:
+            self.best = BestCheckpoints(self.paths.best, cfg.keep_best, cfg.best_metric, cfg.best_mode)
+            for warning in self.best.load_state_dict(state.get("best") if state is not None else None):
+                self._log(warning)
+        if cfg.on_save and ctx.is_main:
+            self.on_save = SaveCommand(cfg.on_save, self.paths.on_save, self._log)
 
         step = 0
         if state is not None:
@@ -235,20 +278,95 @@ class Trainer:
             if (step % cfg.log_every == 0 or step == stop) and pending:
                 last_logs = self._log_step(pending, step, scheduler, grad_norm, extra, throughput, writer, bar)
                 pending = []
+                if self.on_save is not None:
+                    self._report_on_save(writer)
             if bar is not None:
                 bar.update(1)
+            if valid_loader is not None and (step % valid_every == 0 or step == schedule.total_steps):
+                self._validate(module, valid_loader, step, writer, autocast_dtype, position)
             if step % cfg.save_every == 0 or step == stop:
-                self._save(module, optimizer, scheduler, scaler, position, step, schedule)
-                if cfg.export_every_save or step == schedule.total_steps:
-                    self._export(module, optimizer, scaler, step, schedule)
+                checkpoint = self._save(module, optimizer, scheduler, scaler, position, step, schedule)
+                export = None
+                if cfg.export_every_save or step == schedule.total_steps or cfg.on_save:
+                    export = self._export(module, optimizer, scaler, step, schedule)
+                if self.on_save is not None:
+                    self.on_save.start(step, checkpoint, export, self.paths.root)
         if bar is not None:
             bar.close()
+        if step == schedule.total_steps and cfg.export_best != "none" and ctx.is_main:
+            from .export import export_best
+
+            path = export_best(self.best.paths(), self.paths.exports, average=cfg.export_best == "average",
+                               recipe=recipe)
+            self._log(f"exported the {'average of the best ' + str(len(self.best.entries)) if cfg.export_best == 'average' else 'best'} "
+                      f"validated state{'s' if cfg.export_best == 'average' else ''} in the official layout: {path}")
+        if self.on_save is not None:
+            self._report_on_save(writer, wait=True)
         if writer is not None:
             writer.close()
         ctx.barrier()
         return {"step": step, "logs": last_logs, "output_dir": str(self.paths.root)}
 
     # -- pieces -------------------------------------------------------------------------------
+    def _validate(self, module: nn.Module, loader: DataLoader, step: int, writer, autocast_dtype, position) -> dict:
+        """The recipe's validation loss over the whole list in eval mode, averaged over items on
+        every process; logged, and offered to the best-K bookkeeping. Leaves every RNG stream as
+        it was, so validating never changes the training that follows."""
+        ctx, recipe = self.ctx, self.recipe
+        saved_rng = rng_state()
+        was_training = module.training
+        module.eval()
+        sums: dict[str, torch.Tensor] = {}
+        items = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        with torch.no_grad():
+            for batch in loader:
+                size = next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
+                batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    loss, logs = recipe.compute_valid_loss(module, batch)
+                for key, value in {"loss": loss, **logs}.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().to(torch.float64) * size
+                items += size
+        module.train(was_training)
+        set_rng_state(saved_rng)
+        keys = list(sums)
+        totals = torch.stack([sums[k] for k in keys] + [items])
+        if ctx.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        values = {k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)}  # one host sync per validation
+        self.valid_history.append({"step": step, **values})
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(f"valid/{key}", value, step)
+        line = " ".join(f"{k}={v:.5g}" for k, v in values.items())
+        if self.best is not None:
+            metric = self.cfg.best_metric
+            if metric not in values:
+                raise ConfigError(f"train.best_metric {metric!r} is not among this recipe's validation values "
+                                  f"({', '.join(values)})")
+            kept = self.best.offer(step, values[metric], self._best_payload(module, step, metric, values[metric],
+                                                                            position))
+            ranked = self.best.ranked()
+            line += (f"; {'kept among' if kept else 'not among'} the {self.cfg.keep_best} best by {metric} "
+                     f"(best {ranked[0].value:.5g} at step {ranked[0].step})" if ranked else "")
+        self._log(f"step {step} validation: {line}")
+        return values
+
+    def _best_payload(self, module: nn.Module, step: int, metric: str, value: float, position: dict) -> dict:
+        """A best validated state: the model weights and what ``export`` needs (no optimiser)."""
+        return {"format": FORMAT, "kind": "best", "recipe": self.recipe.name, "config": self.recipe.full_config(),
+                "step": step, "sampler": dict(position), "metric": metric, "mode": self.cfg.best_mode,
+                "value": value, "model": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}}
+
+    def _report_on_save(self, writer, wait: bool = False) -> None:
+        for step, code, log_path in self.on_save.poll(wait=wait):
+            if writer is not None:
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+                writer.add_text("on_save", f"exit code {code}\n\n    " + tail.replace("\n", "\n    "), step)
+
     def _skip(self, step, grad_norm, module, optimizer, scheduler, scaler, position, schedule, writer) -> dict:
         """A step without an update (its gradient norm is not finite): counted, logged, and after
         ``train.max_skipped_steps`` in a row the state is saved and the run stops."""
@@ -345,13 +463,18 @@ class Trainer:
                 "sampler": sampler_state,
                 "rng": rngs,
                 "skipped_steps": (self.skipped_steps, self.consecutive_skips),
+                "best": self.best.state_dict() if self.best is not None else None,
             }
             path = checkpoint_path(self.paths.checkpoints, step)
             save_atomic(state, path)
             prune_checkpoints(self.paths.checkpoints, self.cfg.keep_last)
+            if self.best is not None:
+                self.best.prune()  # only now: the newest checkpoint no longer names the dropped states
         self.ctx.barrier()
+        return checkpoint_path(self.paths.checkpoints, step)
 
-    def _export(self, module, optimizer, scaler, step, schedule) -> None:
+    def _export(self, module, optimizer, scaler, step, schedule) -> Path | None:
+        path = None
         if self.ctx.is_main:
             epoch = step // max(1, schedule.steps_per_epoch)
             path = self.recipe.export(module, self.paths.exports, step=step, epoch=epoch,
@@ -359,3 +482,4 @@ class Trainer:
                                       scaler=scaler.state_dict() if scaler.is_enabled() else None)
             self._log(f"exported the model in the official layout: {path}")
         self.ctx.barrier()
+        return path

@@ -94,6 +94,15 @@ def tiny_config(recipe: str, data: dict, **train) -> dict:
     return cfg
 
 
+def first_rows_list(lms_csv: Path, count: int, out: Path) -> Path:
+    """A log-mel list of the first ``count`` files of ``lms_csv`` with absolute paths (a validation list)."""
+    root = Path(lms_csv).parent
+    rows = list(csv.DictReader(open(lms_csv)))[:count]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("file_name\n" + "".join(f"{root / row['file_name']}\n" for row in rows))
+    return out
+
+
 def train(recipe: str, cfg: dict, out: Path, **kwargs) -> Trainer:
     trainer = Trainer(get_recipe(recipe)(copy.deepcopy(cfg)), out, progress=False, **kwargs)
     trainer.fit()

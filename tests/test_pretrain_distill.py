@@ -407,3 +407,15 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(distill_data
         start = initial.build_model().state_dict()
         moved = max((trained[k] - start[k]).abs().max() for k in start if k.endswith("fc1.weight"))
         assert moved > 5e-5, recipe
+
+
+def test_distillation_validates_without_masking(distill_data, tmp_path):
+    """The official validation_step: student and teacher on unmasked input."""
+    cfg = tiny_config("armhubert", distill_data, total_steps=2, save_every=100)
+    cfg["data"]["valid"] = ["dev-clean"]
+    cfg["train"]["valid_every"] = 2
+    trainer = Trainer(get_recipe("armhubert")(copy.deepcopy(cfg)), tmp_path / "run", progress=False)
+    trainer.fit()
+    (values,) = trainer.valid_history
+    assert values["mask_hint_loss"] == 0.0 and values["mask_rec_loss"] == 0.0
+    assert values["loss"] == pytest.approx(0.1 * values["unmask_hint_loss"] + values["unmask_rec_loss"], rel=1e-6)

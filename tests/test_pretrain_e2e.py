@@ -2,6 +2,7 @@
 and a pre-trained checkpoint running in s3prl's run_downstream.py."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from s3prl_plugins import installer
 
 from .helpers import (accuracies, assert_same_training_state, export_cli, run_downstream_e2e,
                       run_installed_s3prl_pretrain, run_s3prl_pretrain, torchrun_pretrain)
-from .test_pretrain import pretrain_data, tiny_config, train  # noqa: F401  (fixture)
+from .test_pretrain import first_rows_list, pretrain_data, tiny_config, train  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,13 +23,18 @@ def test_ddp_two_gloo_processes_equal_one_process_with_double_batch(pretrain_dat
     # small lr: float summation order differs between 1 and 2 processes and Adam's normalisation
     # turns that into parameter differences proportional to lr (about 6e-6 at lr 1e-4)
     cfg = tiny_config("m2d", pretrain_data, total_steps=3, batch_size=4, lr=5e-5, warmup_steps=0,
-                      save_every=100, log_every=1)
+                      save_every=100, log_every=1, valid_every=3, keep_best=1)
     cfg["data"]["norm_stats"] = [-7.0, 3.5]
+    cfg["data"]["valid"] = str(first_rows_list(pretrain_data["lms_csv"], 8, tmp_path / "valid.csv"))
     single = train("m2d", cfg, tmp_path / "single")
     cfg["train"]["batch_size"] = 2
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    torchrun_pretrain("m2d", tmp_path / "ddp.yaml", tmp_path / "ddp")
+    printed = torchrun_pretrain("m2d", tmp_path / "ddp.yaml", tmp_path / "ddp")
     trained = assert_same_training_state(tmp_path / "single", tmp_path / "ddp", step=3)
+    # the validation loss over the same 8 items, split 4 + 4 across the processes
+    loss = float(re.search(r"step 3 validation: loss=(\S+?);", printed).group(1))
+    assert loss == pytest.approx(single.valid_history[0]["loss"], rel=2e-4)
+    assert [p.name for p in (tmp_path / "ddp" / "best").iterdir()] == ["step-000000003.pt"]
     from s3prl_plugins.pretrain.trainer import seed_everything
 
     seed_everything(cfg["train"]["seed"])  # the initial weights of both runs
