@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..common.masks import padding_mask
-from ..common.transformer import PostLNEncoder, attention_bias
+from ..common.transformer import PostLNEncoder, Workspace, attention_bias, inference_only
 from ..common.wave_cnn import WaveformCNN
 from .config import ARM, StudentConfig
 
@@ -71,20 +71,29 @@ class StudentEncoder(PostLNEncoder):
         layer_input = self.embed(x)
         x = F.dropout(layer_input, self.dropout, self.training)
         bias = attention_bias(pad, x.dtype)
+        # Inference: one [B, H, T, T] buffer serves every map (computed, reused, softmaxed in place).
+        overwrite = not (torch.is_grad_enabled() and x.requires_grad)
+        workspace = Workspace() if inference_only(self, x) else None
         outputs = []
         reused = None
-        for layer, computes, keeps_map in zip(self.layers, self.reuse_pattern, self._keeps_map):
+        free = None  # a map buffer no longer needed
+        count = len(self.layers)
+        for index, (layer, computes, keeps_map) in enumerate(zip(self.layers, self.reuse_pattern, self._keeps_map)):
             if computes:
-                x, probs = layer(x, bias, need_weights=keeps_map)
+                x, probs = layer(x, bias, need_weights=keeps_map, overwrite=overwrite, scratch=free,
+                                 workspace=workspace)
                 if keeps_map:
                     reused = self._official_order(probs) if official_batching else probs
                     if bias is not None:
                         # the reusing layers mask the same keys: add the mask once, in place when
                         # autograd does not need the probabilities (softmax's backward reads them)
-                        in_place = official_batching or not (torch.is_grad_enabled() and reused.requires_grad)
+                        in_place = official_batching or overwrite
                         reused = reused.add_(bias) if in_place else reused + bias
             else:
-                x, _ = layer(x, None, scores=reused)
+                # the last layer that reuses this map may softmax it in place
+                last_user = index + 1 == count or self.reuse_pattern[index + 1]
+                x, _ = layer(x, None, scores=reused, overwrite=overwrite and last_user, workspace=workspace)
+                free = reused if overwrite and last_user else None
             if self.layer_grad_scale and torch.is_grad_enabled():
                 # the official layer-wise gradient scaling: (n-i)/(n-i+1) down the stack, the rest
                 # to the layer's own output (forward values unchanged)
@@ -160,7 +169,7 @@ class StudentModel(nn.Module):
             features = self.feature_extractor(wavs, None if uniform else lengths, stats_over_padding=official_batching)
         features = _scale_grad(features, self.cfg.feature_grad_mult) if self.cfg.feature_grad_mult > 0 else features
         # the CNN may stay float32 under a half-precision encoder (the upstream's front-end rule)
-        x = self.layer_norm(features.transpose(1, 2).to(self.layer_norm.weight.dtype))
+        x = self.layer_norm(features.to(self.layer_norm.weight.dtype))
         frames = self.feature_extractor.output_lengths(lengths)
         crop = x.shape[1] % self.cfg.crop_seq_to_multiple
         if crop:

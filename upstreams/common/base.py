@@ -85,10 +85,14 @@ class Upstream(nn.Module, metaclass=abc.ABCMeta):
         outputs = dict(self.encode(padded, lengths))
         num_frames = num_frames_s3prl(padded.shape[-1], self.downsample_rate)
         own = outputs.pop("frame_lengths", None)
+        shortest = int(own.min()) if own is not None else None  # one host sync
 
         def shaped(h: Tensor) -> Tensor:
+            # frames past every utterance's own output need zeroing only where some is shorter
+            # than what the encoder returned (fit_frames pads with zeros itself)
+            needs_zeros = own is not None and shortest < min(h.shape[1], num_frames)
             h = fit_frames(h, num_frames)
-            return h if own is None else zero_padded_frames(h, own)
+            return zero_padded_frames(h, own) if needs_zeros else h
 
         raw = outputs["hidden_states"]
         last = outputs.get("last_hidden_state")

@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from s3prl_plugins import compat
 
 __all__ = [
+    "Workspace",
+    "inference_only",
+    "feed_forward_in",
     "attention_bias",
     "ViTAttention",
     "ViTBlock",
@@ -29,6 +32,46 @@ __all__ = [
     "ConvPositionalEmbedding",
     "PostLNEncoder",
 ]
+
+
+class Workspace:
+    """Buffers reused by the layers of one inference forward.
+
+    On CPUs every large fresh tensor costs its page faults (glibc maps and unmaps buffers above
+    32 MB per allocation), often more than the arithmetic that fills it: the FFN's hidden
+    activations and the attention maps are therefore written into one buffer per role, reused
+    from layer to layer. Only for forwards without autograd (the encoders create one when
+    ``inference_only`` says so)."""
+
+    def __init__(self):
+        self._buffers: dict[str, Tensor] = {}
+
+    def take(self, role: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A contiguous ``shape`` buffer of ``like``'s dtype and device (contents undefined)."""
+        numel = math.prod(shape)
+        buffer = self._buffers.get(role)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._buffers[role] = buffer
+        return buffer[:numel].view(shape)
+
+
+def inference_only(module: nn.Module, x: Tensor) -> bool:
+    """True when ``module`` runs without dropout and without autograd: activations may then be
+    overwritten in place and buffers reused."""
+    return not module.training and not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def feed_forward_in(workspace: Workspace, x: Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Tensor:
+    """``fc2(gelu(fc1(x)))`` with the hidden activation in a reused buffer, GELU in place."""
+    rows = x.reshape(-1, x.shape[-1])
+    hidden = workspace.take("ffn", (rows.shape[0], fc1.out_features), rows)
+    if fc1.bias is not None:
+        torch.addmm(fc1.bias, rows, fc1.weight.t(), out=hidden)
+    else:
+        torch.mm(rows, fc1.weight.t(), out=hidden)
+    torch.ops.aten.gelu_(hidden)
+    return F.linear(hidden, fc2.weight, fc2.bias).view(*x.shape[:-1], fc2.out_features)
 
 
 def attention_bias(key_padding_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -82,9 +125,13 @@ class ViTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = _MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), bias)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: Tensor, bias: Tensor | None = None, workspace: Workspace | None = None) -> Tensor:
+        if workspace is None:
+            x = x + self.attn(self.norm1(x), bias)
+            return x + self.mlp(self.norm2(x))
+        # inference: the same sums, the residual added in place, the MLP's hidden in a reused buffer
+        x = self.attn(self.norm1(x), bias).add_(x)
+        return feed_forward_in(workspace, self.norm2(x), self.mlp.fc1, self.mlp.fc2).add_(x)
 
 
 class SelfAttention(nn.Module):
@@ -117,28 +164,36 @@ class SelfAttention(nn.Module):
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False,
-                scores: Tensor | None = None):
+                scores: Tensor | None = None, *, overwrite: bool = False, scratch: Tensor | None = None):
         """``scores`` ([B, H, T, T]), when given, replaces ``q kᵀ/√d``: the map is then
         ``softmax(scores + bias)``. Layers built with ``reuses_map=True`` need it (ARMHuBERT feeds
-        the previous layer's post-softmax map here, hence its "double softmax")."""
+        the previous layer's post-softmax map here, hence its "double softmax").
+
+        ``overwrite`` (inference only): the map is computed in place, in ``scores`` when given
+        (its content is then lost), else in ``scratch`` (a free [B, H, T, T] float32 buffer) when
+        given. A [B, H, T, T] map is the largest tensor of the model; on CPUs a fresh one per
+        operation costs more in page faults than the softmax itself."""
         b, t, c = x.shape
         if scores is not None:
             v = self._heads(self.v_proj(x))
-            if bias is not None:
-                scores = scores + bias
-            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+            weights = _map_softmax(scores, bias, overwrite).to(v.dtype)
             out = torch.matmul(F.dropout(weights, self.dropout, self.training), v)
             out = self.out_proj(out.transpose(1, 2).reshape(b, t, c))
             return out, weights if need_weights else None
         if self.reuses_map:
             raise ValueError("this attention reuses an earlier layer's map: pass scores=...")
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        if inference_only(self, x):  # the three projections as one matrix product
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            bias_qkv = None if self.q_proj.bias is None else torch.cat(
+                [self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+            q, k, v = (self._heads(part) for part in F.linear(x, weight, bias_qkv).split(c, dim=-1))
+        else:
+            q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         if need_weights:
             # fairseq scales q before the product; same math as SDPA's scaling.
-            scores = torch.matmul(q * self.head_dim ** -0.5, k.transpose(-1, -2))
-            if bias is not None:
-                scores = scores.add_(bias)  # fresh [B, H, T, T] buffer: add in place
-            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            into = scratch if overwrite and scratch is not None and scratch.dtype == q.dtype else None
+            scores = torch.matmul(q * self.head_dim ** -0.5, k.transpose(-1, -2), out=into)
+            weights = _map_softmax(scores, bias, overwrite).to(q.dtype)
             out = torch.matmul(F.dropout(weights, self.dropout, self.training), v)
         else:
             weights = None
@@ -146,6 +201,19 @@ class SelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
         out = self.out_proj(out.transpose(1, 2).reshape(b, t, c))
         return out, weights
+
+
+def _map_softmax(scores: Tensor, bias: Tensor | None, overwrite: bool) -> Tensor:
+    """``softmax(scores + bias)`` over the keys, in float32; in place in ``scores`` when
+    ``overwrite`` (and it is a float32 CPU tensor outside autograd)."""
+    if overwrite and scores.dtype == torch.float32 and scores.device.type == "cpu" and not (
+            torch.is_grad_enabled() and scores.requires_grad):
+        if bias is not None:
+            scores.add_(bias)
+        return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
 
 
 class PostLNTransformerLayer(nn.Module):
@@ -182,8 +250,13 @@ class PostLNTransformerLayer(nn.Module):
         return F.dropout(self.fc2(hidden), self.dropout, self.training)
 
     def forward(self, x: Tensor, bias: Tensor | None = None, need_weights: bool = False,
-                scores: Tensor | None = None):
-        attn, weights = self.self_attn(x, bias, need_weights=need_weights, scores=scores)
+                scores: Tensor | None = None, *, overwrite: bool = False, scratch: Tensor | None = None,
+                workspace: Workspace | None = None):
+        attn, weights = self.self_attn(x, bias, need_weights=need_weights, scores=scores, overwrite=overwrite,
+                                       scratch=scratch)
+        if workspace is not None:  # inference: residuals added in place, the FFN hidden in a reused buffer
+            x = self.self_attn_layer_norm(attn.add_(x))
+            return self.final_layer_norm(feed_forward_in(workspace, x, self.fc1, self.fc2).add_(x)), weights
         x = self.self_attn_layer_norm(x + F.dropout(attn, self.dropout, self.training))
         x = self.final_layer_norm(x + self.feed_forward(x))
         return x, weights
@@ -217,7 +290,16 @@ class ConvPositionalEmbedding(nn.Sequential):
         super().__init__(conv, _SamePad(kernel_size), nn.GELU())
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        conv = self[0]
+        if x.device.type != "cpu" or not x.is_contiguous():
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        # CPU: the [B, T, C] activations seen as a channels-last [B, C, 1, T] image need no
+        # transpose copy, and the grouped 2-D kernel is faster there than the 1-D one.
+        weight = torch._weight_norm(conv.weight_v, conv.weight_g, 2) if hasattr(conv, "weight_g") else conv.weight
+        out = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), conv.bias, padding=(0, conv.padding[0]),
+                       groups=conv.groups)
+        out = out.squeeze(2).transpose(1, 2)  # [B, T', C], contiguous
+        return F.gelu(self[1](out.transpose(1, 2)).transpose(1, 2))
 
 
 class PostLNEncoder(nn.Module):
@@ -256,8 +338,9 @@ class PostLNEncoder(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> list[Tensor]:
         """``x`` [B, T, C] (padded frames zero), ``bias`` an additive attention mask or None."""
         x = F.dropout(self.embed(x), self.dropout, self.training)
+        workspace = Workspace() if inference_only(self, x) else None
         outputs = []
         for layer in self.layers:
-            x, _ = layer(x, bias)
+            x, _ = layer(x, bias, workspace=workspace)
             outputs.append(x)
         return outputs

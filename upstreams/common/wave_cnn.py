@@ -69,20 +69,26 @@ def parse_conv_layers(spec: str | Sequence) -> list[ConvSpec]:
     return layers
 
 
+def _in_place(x: Tensor) -> bool:
+    """Whether ``x`` may be overwritten: no autograd graph needs it. Large activations are then
+    updated in place, which on CPUs also saves the page faults of a fresh buffer per operation."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
 class _ChannelLayerNorm(nn.Sequential):
-    """fairseq's ``TransposeLast, Fp32LayerNorm, TransposeLast`` (keys ``<i>.2.1.*``)."""
+    """fairseq's ``TransposeLast, Fp32LayerNorm, TransposeLast`` (keys ``<i>.2.1.*``), on the
+    channels-last activations (the transposes are then not needed)."""
 
     def __init__(self, channels: int):
         super().__init__(nn.Identity(), nn.LayerNorm(channels, elementwise_affine=True), nn.Identity())
 
     def forward(self, x: Tensor) -> Tensor:
         norm = self[1]
-        out = F.layer_norm(x.transpose(1, 2).float(), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-        return out.transpose(1, 2).to(x.dtype)
+        return F.layer_norm(x.float(), norm.normalized_shape, norm.weight, norm.bias, norm.eps).to(x.dtype)
 
 
 class WaveformCNN(nn.Module):
-    """Raw 16 kHz waveform ``[B, L]`` -> features ``[B, C, T]`` plus the valid frame counts."""
+    """Raw 16 kHz waveform ``[B, L]`` -> channels-last features ``[B, T, C]``."""
 
     def __init__(self, conv_layers: Sequence[ConvSpec], mode: str = "default", conv_bias: bool = False):
         super().__init__()
@@ -129,48 +135,116 @@ class WaveformCNN(nn.Module):
         return conv_output_lengths(lengths, [s[1] for s in self.specs], [s[2] for s in self.specs])
 
     @staticmethod
-    def _masked_group_norm(x: Tensor, norm: nn.GroupNorm, valid: Tensor) -> Tensor:
-        """One-group-per-channel GroupNorm whose statistics cover only the first ``valid`` frames."""
-        x32 = x.float()
-        keep = (torch.arange(x.shape[-1], device=x.device) < valid[:, None]).unsqueeze(1).to(x32.dtype)
-        count = keep.sum(-1, keepdim=True).clamp(min=1.0)
-        mean = (x32 * keep).sum(-1, keepdim=True) / count
-        var = (((x32 - mean) * keep) ** 2).sum(-1, keepdim=True) / count
-        out = (x32 - mean) * torch.rsqrt(var + norm.eps)
-        out = out * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
-        return out.to(x.dtype)
+    def _waveform_conv_stats(wavs: Tensor, conv: nn.Conv1d, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Mean and variance over time of each channel of ``conv(wavs)`` (the first convolution),
+        from the k x k covariance of the waveform frames under the kernel, in float64: the
+        statistics of the GroupNorm that follows, without another pass over the (B x T x C)
+        output. With ``valid`` [B], over each row's first ``valid`` frames."""
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        frames = wavs.unfold(-1, kernel, stride).double()  # [B, T, k]
+        keep = None
+        if valid is not None:
+            keep = (torch.arange(frames.shape[1], device=frames.device) < valid[:, None]).unsqueeze(-1).double()
+            count = keep.sum(1, keepdim=True).clamp(min=1.0)
+            mean = (frames * keep).sum(1, keepdim=True) / count  # [B, 1, k]
+        else:
+            count = frames.shape[1]
+            mean = frames.mean(1, keepdim=True)
+        centred = frames - mean if keep is None else (frames - mean) * keep
+        covariance = torch.bmm(centred.transpose(1, 2), centred) / count  # [B, k, k]
+        weight = conv.weight.squeeze(1).double()  # [C, k]
+        out_mean = mean @ weight.t()
+        if conv.bias is not None:
+            out_mean = out_mean + conv.bias.double()
+        out_var = ((weight @ covariance) * weight).sum(-1).unsqueeze(1)  # w_c^T cov w_c, [B, 1, C]
+        return out_mean.float(), out_var.float()
 
     @staticmethod
-    def _conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
-        """``conv(x)``; the single-channel first layer runs as frames of the waveform times the
-        filters, a matrix product about twice as fast as the CPU convolution kernel (same result)."""
-        kernel, stride = conv.kernel_size[0], conv.stride[0]
-        if conv.groups != 1 or conv.padding != (0,) or conv.dilation != (1,):
-            return conv(x)
-        if conv.in_channels == 1 and x.shape[-1] >= kernel:
-            frames = x.squeeze(1).unfold(-1, kernel, stride)  # [B, T, kernel], a view
-            out = torch.matmul(frames, conv.weight.squeeze(1).t()).transpose(1, 2)
+    def _group_norm(x: Tensor, norm: nn.GroupNorm, valid: Tensor | None,
+                    stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """fairseq's Fp32GroupNorm with one group per channel on channels-last ``x`` [B, T, C]:
+        each channel normalised over time; with ``valid`` [B] the statistics cover only each
+        row's first ``valid`` frames; ``stats`` (mean, variance) when already known. In place
+        when no gradient is needed."""
+        x32 = x.float()
+        if stats is not None:
+            mean, var = stats
+        elif valid is None:
+            var, mean = torch.var_mean(x32, dim=1, correction=0, keepdim=True)
         else:
-            return conv(x)
-        return out if conv.bias is None else out + conv.bias[:, None]
+            keep = (torch.arange(x.shape[1], device=x.device) < valid[:, None]).unsqueeze(-1).to(x32.dtype)
+            count = keep.sum(1, keepdim=True).clamp(min=1.0)
+            mean = (x32 * keep).sum(1, keepdim=True) / count
+            var = (((x32 - mean) * keep) ** 2).sum(1, keepdim=True) / count
+        scale = torch.rsqrt(var + norm.eps) * norm.weight.float()
+        shift = norm.bias.float() - mean * scale
+        if _in_place(x32):
+            return x32.mul_(scale).add_(shift).to(x.dtype)
+        return torch.addcmul(shift, x32, scale).to(x.dtype)
+
+    @staticmethod
+    def _conv(conv: nn.Conv1d, x: Tensor, spare: Tensor | None = None) -> Tensor:
+        """``conv`` on channels-last ``x`` [B, T, C] -> [B, T', O], as matrix products.
+
+        In channels-last memory the k frames under one kernel position are k*C consecutive
+        numbers, so the convolution's input matrix is a strided view of ``x`` (no im2col copy):
+        the taps are taken in groups of ``stride`` (rows of a group do not overlap, which matrix
+        products need), one batched product per group. About 1.5x the CPU convolution kernel at
+        batch 8; the same sums. ``spare``: a free buffer the output may be written to (inference)."""
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        batch, frames, channels = x.shape
+        if frames < kernel:
+            raise ValueError(f"an input of {frames} frames is shorter than the convolution's kernel ({kernel})")
+        steps = (frames - kernel) // stride + 1
+        weight = conv.weight.to(x.dtype)  # [O, C, k]
+        if channels == 1:  # the waveform: frames of the signal times the filters
+            out = torch.matmul(x.squeeze(-1).unfold(-1, kernel, stride), weight.squeeze(1).t())
+        else:
+            out = None
+            if spare is not None and spare.dtype == x.dtype and spare.numel() >= batch * steps * weight.shape[0]:
+                out = spare.view(-1)[: batch * steps * weight.shape[0]].view(batch, steps, weight.shape[0])
+            fresh = out is None
+            for first in range(0, kernel, stride):
+                taps = min(stride, kernel - first)
+                view = x.as_strided((batch, steps, taps * channels), (x.stride(0), stride * channels, 1),
+                                    x.storage_offset() + first * channels)
+                part = weight[:, :, first:first + taps].permute(2, 1, 0).reshape(taps * channels, -1)
+                part = part.expand(batch, *part.shape)
+                if first == 0:
+                    out = torch.bmm(view, part) if fresh else torch.bmm(view, part, out=out)
+                elif _in_place(out):
+                    out.baddbmm_(view, part)
+                else:
+                    out = torch.baddbmm(out, view, part)
+        return out if conv.bias is None else out + conv.bias.to(out.dtype)
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None, *, stats_over_padding: bool = False) -> Tensor:
-        """``wavs`` [B, L] (zero right-padded), ``lengths`` [B] valid samples -> ``[B, C, T]``."""
-        x = wavs.unsqueeze(1)
+        """``wavs`` [B, L] (zero right-padded), ``lengths`` [B] valid samples -> channels-last
+        features ``[B, T, C]``."""
+        x = wavs.unsqueeze(-1)
         # Per-utterance statistics whenever lengths are given (callers pass None for unpadded
         # batches); a lone row padded beyond its length (a DDP-wide padded batch) needs them too.
         masked = lengths is not None and not stats_over_padding
+        # Inference: each layer writes into the activation of two layers back (free by then), so
+        # the large activations are allocated once, not per layer (on CPUs every fresh buffer
+        # costs its page faults). The last layer's output is a buffer of its own.
+        reuse = not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+        previous = None
+        last = len(self.conv_layers) - 1
         for index, block in enumerate(self.conv_layers):
-            x = self._conv(block[0], x)
+            stats = None
+            if len(block) == 4 and isinstance(block[2], nn.GroupNorm) and x.shape[-1] == 1:
+                first = conv_output_lengths(lengths, [self.specs[0][1]], [self.specs[0][2]]) if masked else None
+                stats = self._waveform_conv_stats(wavs.float(), block[0], first)
+            spare = previous if reuse and index < last else None
+            previous = x if x.dim() == 3 and x.shape[-1] > 1 else None
+            x = self._conv(block[0], x, spare)
             if len(block) == 4:
                 norm = block[2]
                 if isinstance(norm, nn.GroupNorm):
-                    if masked:
-                        first = conv_output_lengths(lengths, [self.specs[0][1]], [self.specs[0][2]])
-                        x = self._masked_group_norm(x, norm, first)
-                    else:  # fairseq's Fp32GroupNorm
-                        x = F.group_norm(x.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps).to(x.dtype)
+                    first = conv_output_lengths(lengths, [self.specs[0][1]], [self.specs[0][2]]) if masked else None
+                    x = self._group_norm(x, norm, first, stats)
                 else:
                     x = norm(x)
-            x = F.gelu(x)
+            x = torch.ops.aten.gelu_(x) if _in_place(x) else F.gelu(x)
         return x

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..common.transformer import ViTBlock, attention_bias
+from ..common.transformer import ViTBlock, Workspace, attention_bias, inference_only
 from .frontend import HOP_LENGTH, DashengFrontEnd
 
 __all__ = ["DashengConfig", "DashengEncoder", "BatchMode"]
@@ -161,8 +161,9 @@ class DashengEncoder(nn.Module):
             # Rows without any valid key get a uniform softmax from the finite bias (no NaN).
             bias = attention_bias(padding, x.dtype)
         hidden = [x]
+        workspace = Workspace() if inference_only(self, x) else None
         for index, block in enumerate(self.blocks):
-            x = block(x, bias)
+            x = block(x, bias, workspace)
             # The last block's raw output is replaced by its LayerNorm (the official output).
             hidden.append(x if index + 1 < len(self.blocks) else self.norm(x))
         if keep is not None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..common.logmel import LogMelSpectrogram
-from ..common.transformer import ViTBlock, attention_bias
+from ..common.transformer import ViTBlock, Workspace, attention_bias, feed_forward_in, inference_only
 
 __all__ = ["M2DConfig", "FRONT_ENDS", "M2DEncoder", "M2DModel"]
 
@@ -227,10 +227,15 @@ class M2DEncoder(nn.Module):
             return out.view(shape)
 
         outputs = []
+        workspace = Workspace() if inference_only(self, x) else None
         for index, block in enumerate(self.blocks):
             # The shared ViTBlock's own parameters and order of operations, on packed tokens.
-            x = x + block.attn.proj(attention(block.attn.qkv(block.norm1(x))))
-            x = x + block.mlp(block.norm2(x))
+            if workspace is None:
+                x = x + block.attn.proj(attention(block.attn.qkv(block.norm1(x))))
+                x = x + block.mlp(block.norm2(x))
+            else:  # inference: residuals in place, the MLP's hidden activation in a reused buffer
+                x = block.attn.proj(attention(block.attn.qkv(block.norm1(x)))).add_(x)
+                x = feed_forward_in(workspace, block.norm2(x), block.mlp.fc1, block.mlp.fc2).add_(x)
             outputs.append(to_output(self.norm(x) if index == len(self.blocks) - 1 else x))
         return outputs
 
