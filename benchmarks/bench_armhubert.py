@@ -52,9 +52,9 @@ def measure(name: str, batch: int, seconds: float, repeats: int, device: str, su
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from s3prl_plugins.upstreams.armhubert.config import ARM, PUBLISHED, STAR, student_config
-    from s3prl_plugins.upstreams.armhubert.expert import StudentUpstream
-    from s3prl_plugins.upstreams.armhubert.model import StudentModel
+    from s3prl_plugins.upstreams.common.student.config import ARM, PUBLISHED, STAR, student_config
+    from s3prl_plugins.upstreams.common.student.upstream import StudentUpstream
+    from s3prl_plugins.upstreams.common.student.model import StudentModel
 
     if name == "HuBERT-Base-sized":
         cfg = student_config(HUBERT_BASE, STAR)
@@ -102,9 +102,9 @@ def measure(name: str, batch: int, seconds: float, repeats: int, device: str, su
 
 def _write_full_release(path: str) -> None:
     """An ARMHuBERT release file with a HuBERT Base-sized teacher (what the real files carry)."""
-    from s3prl_plugins.upstreams.armhubert.config import ARM, PUBLISHED, STAR, student_config
-    from s3prl_plugins.upstreams.armhubert.model import StudentModel
-    from s3prl_plugins.upstreams.armhubert.testing import write_release_checkpoint
+    from s3prl_plugins.upstreams.common.student.config import ARM, PUBLISHED, STAR, student_config
+    from s3prl_plugins.upstreams.common.student.model import StudentModel
+    from s3prl_plugins.upstreams.common.student.testing import write_release_checkpoint
 
     teacher = StudentModel(student_config(HUBERT_BASE, STAR)).state_dict()
     write_release_checkpoint(path, dict(PUBLISHED["ARMHuBERT"]), ARM, teacher=teacher)
@@ -126,7 +126,7 @@ def measure_loading(path: str, how: str) -> dict:
         model = armhubert_local(ckpt=path)
         kept = sum(p.numel() for p in model.parameters())
     else:
-        from s3prl_plugins.upstreams.armhubert.testing import _lightning_attribute_dict
+        from s3prl_plugins.upstreams.common.student.testing import _lightning_attribute_dict
 
         with _lightning_attribute_dict():  # the class the file pickles, when Lightning is absent
             obj = torch.load(path, map_location="cpu", weights_only=False)

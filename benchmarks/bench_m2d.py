@@ -30,8 +30,9 @@ import sys
 import torch
 
 from s3prl_plugins.measure import rss_bytes, time_calls
-from s3prl_plugins.upstreams.m2d.expert import M2DUpstream
-from s3prl_plugins.upstreams.m2d.model import M2DConfig, M2DModel
+from s3prl_plugins.upstreams.m2d.config import M2DConfig
+from s3prl_plugins.upstreams.m2d.model import M2DModel
+from s3prl_plugins.upstreams.m2d.upstream import M2DUpstream
 from s3prl_plugins.upstreams.m2d.norm_stats import NormStats
 
 VARIANTS = {

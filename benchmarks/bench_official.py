@@ -54,7 +54,7 @@ class Pair:
 def _m2d(input_size, patch_size, model_name):
     def write(folder: Path) -> dict:
         from s3prl_plugins.upstreams.m2d import testing
-        from s3prl_plugins.upstreams.m2d.model import M2DConfig
+        from s3prl_plugins.upstreams.m2d.config import M2DConfig
 
         path = folder / f"{model_name}-{input_size[0]}x{input_size[1]}p{patch_size[0]}x{patch_size[1]}-random" / \
             "checkpoint-300.pth"
@@ -84,7 +84,7 @@ def _melhubert(frame_period_ms):
 def _student(published, flavour):
     def write(folder: Path) -> dict:
         from s3prl_plugins.upstreams.armhubert import testing
-        from s3prl_plugins.upstreams.armhubert.config import PUBLISHED
+        from s3prl_plugins.upstreams.common.student.config import PUBLISHED
 
         path, yaml_path = folder / f"{published}.ckpt", folder / f"{published}.yaml"
         if not path.exists():
@@ -97,7 +97,7 @@ def _student(published, flavour):
 def _dasheng(embed_dim, depth, heads):
     def write(folder: Path) -> dict:
         from s3prl_plugins.upstreams.dasheng import testing
-        from s3prl_plugins.upstreams.dasheng.model import DashengConfig
+        from s3prl_plugins.upstreams.dasheng.config import DashengConfig
 
         path = folder / f"dasheng_{embed_dim}d{depth}l.pt"
         if not path.exists():
@@ -200,21 +200,23 @@ def run_side(spec: dict) -> dict:
     return result
 
 
-def matmul_peak_gflops(threads: int, size: int = 4096, repeats: int = 5) -> float:
-    """The best fp32 ``torch.mm`` rate of this CPU with ``threads`` threads (GFLOP/s)."""
+def matmul_peak_gflops(threads: int, sizes=(2048, 3072, 4096), repeats: int = 5) -> float:
+    """The best fp32 ``torch.mm`` rate of this CPU with ``threads`` threads (GFLOP/s), over a few
+    square sizes: the denominator of every "fraction of peak" printed."""
     import time
 
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        out = torch.mm(a, b)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def _worker(spec: dict, python: str, timeout: float) -> dict:

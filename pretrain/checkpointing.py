@@ -6,38 +6,20 @@ weights-only unpickler. Official-layout model files are written separately by ea
 """
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+
+from ..upstreams.common.files import save_atomic
 
 __all__ = ["save_atomic", "checkpoint_path", "list_checkpoints", "latest_checkpoint", "prune_checkpoints",
            "rng_state", "set_rng_state", "load_training_checkpoint", "FORMAT"]
 
 FORMAT = "s3prl_plugins.pretrain/1"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename: a crash never leaves
-    a truncated checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

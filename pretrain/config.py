@@ -14,23 +14,18 @@ falls back to a default. ``--set section.key=value`` overrides any value from th
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import yaml
+
+from ..upstreams.common.config import ConfigError, from_dict
 
 __all__ = ["ConfigError", "TrainConfig", "from_dict", "load_yaml", "apply_overrides", "CONFIG_DIR", "shipped_config"]
 
 #: the shipped configurations of the official full-size runs (and tiny ones for tests/demos)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says what to change."""
 
 
 @dataclass
@@ -138,38 +133,6 @@ class TrainConfig:
             from .validation import SaveCommand
 
             SaveCommand.check(self.on_save)
-
-
-def from_dict(cls, values: Mapping[str, Any] | None, where: str):
-    """Build dataclass ``cls`` from ``values``; unknown keys raise a ConfigError with suggestions."""
-    values = dict(values or {})
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in values if k not in known]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, known, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(hints)}. Known keys: {', '.join(known)}")
-    for key, value in list(values.items()):
-        default = known[key].default
-        annotation = str(known[key].type)
-        if isinstance(default, tuple) and isinstance(value, list):
-            values[key] = tuple(value)
-        elif isinstance(value, str) and ("float" in annotation or "int" in annotation) and "str" not in annotation:
-            # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}.{key} must be a number, got {value!r}") from None
-            values[key] = int(number) if annotation.startswith("int") and number.is_integer() else number
-    try:
-        obj = cls(**values)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from None
-    if hasattr(obj, "validate"):
-        obj.validate()
-    return obj
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

@@ -26,15 +26,15 @@ import torch
 from torch import Tensor, nn
 
 from ..upstreams.common.transformer import ViTBlock
-from ..upstreams.dasheng.frontend import AMIN, HOP_LENGTH, N_FFT, TOP_DB, DashengFrontEnd
-from ..upstreams.dasheng.model import DashengConfig, DashengEncoder
-from .checkpointing import save_atomic
+from ..upstreams.dasheng.config import AMIN, HOP_LENGTH, N_FFT, TOP_DB, DashengConfig
+from ..upstreams.dasheng.formats import architecture_config, write_pip
+from ..upstreams.dasheng.model import DashengEncoder, DashengFrontEnd
 from .config import ConfigError
 from .data import AudioList, DataError, TarShards, crop_or_pad, random_crop
+from .init import init_bert, init_vit
 from .recipe import Recipe, register
 
-__all__ = ["DashengModelConfig", "DashengObjective", "DashengData", "DashengDecoder", "DashengMAE", "DashengRecipe",
-           "official_encoder_state"]
+__all__ = ["DashengModelConfig", "DashengObjective", "DashengData", "DashengDecoder", "DashengMAE", "DashengRecipe"]
 
 
 @dataclass
@@ -100,10 +100,7 @@ class DashengDecoder(nn.Module):
         self.blocks = nn.ModuleList(ViTBlock(dd, cfg.decoder_num_heads, 4.0, eps=1e-6) for _ in range(cfg.decoder_depth))
         self.norm = nn.LayerNorm(dd, eps=1e-6)
         self.outputlayer = nn.Linear(dd, cfg.n_mels * cfg.patch_frames)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        init_bert(self, truncated=True)
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
@@ -127,13 +124,7 @@ class DashengMAE(nn.Module):
         with torch.device("cpu"):  # the filterbank is computed on the host, even when building on "meta"
             front_end = DashengFrontEnd(cfg.n_mels)
         self.encoder = DashengEncoder(cfg.encoder_config(), front_end=front_end)
-        for module in self.encoder.modules():  # the official encoder's init_weights
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_vit(self.encoder)  # the official encoder's init_weights
         self.decoder = DashengDecoder(cfg)
 
     def log_mel_db(self, wave: Tensor) -> Tensor:
@@ -191,24 +182,6 @@ class DashengMAE(nn.Module):
             mask = torch.gather(mask, 1, ids_restore)
             loss = (pred.float() - target).pow(2).mean(dim=-1)
             return (loss * mask).sum() / mask.sum()
-
-
-# official name -> DashengEncoder name (inverse of the upstream importer's renames)
-_OFFICIAL_NAMES = (("front_end.window", "front_end.0.spectrogram.window"),
-                   ("front_end.mel_fb", "front_end.0.mel_scale.fb"),
-                   ("front_end.bn.", "init_bn.1."))
-
-
-def official_encoder_state(encoder: DashengEncoder) -> dict[str, Tensor]:
-    """The encoder's tensors under the names of the pip/Zenodo checkpoints."""
-    out = {}
-    for key, value in encoder.state_dict().items():
-        for ours, official in _OFFICIAL_NAMES:
-            if key == ours or (ours.endswith(".") and key.startswith(ours)):
-                key = official + key[len(ours):]
-                break
-        out[key] = value.detach().cpu().clone()
-    return out
 
 
 @register("dasheng", "dasheng_mae")
@@ -287,10 +260,7 @@ class DashengRecipe(Recipe):
         """``{'model': encoder state (official names), 'config': {...}}``, what ``Dasheng.from_pretrained``
         and ``dasheng_local`` read."""
         cfg = self.model_cfg
-        config = {"embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads,
-                  "patch_size": [cfg.n_mels, cfg.patch_frames], "patch_stride": [cfg.n_mels, cfg.patch_frames],
-                  "target_length": cfg.chunk_patches * cfg.patch_frames, "n_mels": cfg.n_mels,
-                  "mask_ratio": self.objective.mask_ratio, "epoch": epoch, "step": step}
+        encoder = cfg.encoder_config()
+        stored = {**architecture_config(encoder), "mask_ratio": self.objective.mask_ratio, "epoch": epoch, "step": step}
         path = Path(folder) / f"dasheng_{cfg.embed_dim}d{cfg.depth}l-step{step}.pt"
-        save_atomic({"model": official_encoder_state(model.encoder), "config": config}, path)
-        return path
+        return write_pip(path, encoder, model.encoder.state_dict(), stored_config=stored)

@@ -38,15 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..upstreams.armhubert.config import ARM, STAR, StudentConfig, student_config
-from ..upstreams.armhubert.config import ConfigError as StudentConfigError
-from ..upstreams.armhubert.model import StudentModel
+from ..upstreams.common.config import ConfigError as StudentConfigError
+from ..upstreams.common.student.config import ARM, STAR, StudentConfig, student_config
+from ..upstreams.common.student.model import StudentModel
 from ..upstreams.common.wave_cnn import parse_conv_layers
 from .config import ConfigError
 from .data import DataError, librispeech_list
 from .masking import SPAN_SELECTIONS, span_mask
+from .init import init_bert
 from .recipe import Recipe, register
 from .star import StarLossConfig, star_loss
 
@@ -160,12 +161,7 @@ def init_student_like_official(model: StudentModel) -> None:
     """fairseq ``init_bert_params`` over the transformer: every Linear N(0, 0.02) with zero bias
     (the CNN's Kaiming init, the positional convolution's init and ``mask_emb`` ~ U(0, 1) are already
     the official ones; the projection heads keep PyTorch's Linear init, as officially)."""
-    for module in model.encoder.modules():
-        if isinstance(module, nn.Linear):
-            with torch.no_grad():
-                module.weight.normal_(0.0, 0.02)
-                if module.bias is not None:
-                    module.bias.zero_()
+    init_bert(model.encoder)
 
 
 def conv_output_frames(conv_layers, num_samples: int) -> int:
@@ -417,7 +413,7 @@ class _DistillRecipe(Recipe):
         return {}
 
     def _official_distiller(self) -> dict:
-        from ..upstreams.armhubert.checkpoint import official_distiller
+        from ..upstreams.common.student.formats import official_distiller
 
         return official_distiller(self.model_cfg.distiller, self.official_model)
 
@@ -425,7 +421,7 @@ class _DistillRecipe(Recipe):
         """``<folder>/<release_name>.ckpt`` (Lightning layout: ``state_dict`` with ``student_model.*``,
         ``hyper_parameters['cfg']`` = the training yaml) and ``<release_name>.yaml`` beside it: what
         ``-u armhubert|maskhubert|starhubert -k <.ckpt> -g <.yaml>`` loads, ours and the official."""
-        from ..upstreams.armhubert.checkpoint import write_release
+        from ..upstreams.common.student.formats import write_release
 
         folder = Path(folder)
         name = self.model_cfg.release_name

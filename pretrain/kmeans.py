@@ -27,17 +27,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..upstreams.common.files import save_npy_atomic
 from .data import DataError, read_table
 from .data import progress as _progress
 
 __all__ = ["FEATURE_LIST_COLUMNS", "FbankFrames", "LayerFeatures", "read_feature_list", "feature_source",
-           "fit_kmeans", "write_labels", "default_stats", "nearest_centroid", "label_counts", "FAIRSEQ_KMEANS"]
+           "fit_kmeans", "write_labels", "default_stats", "nearest_centroid", "FAIRSEQ_KMEANS"]
 
 #: the feature list written by the ``fbank`` step
 FEATURE_LIST_COLUMNS = ("key", "file_path", "length")
@@ -99,7 +99,7 @@ class LayerFeatures:
     normalised (and, for 20 ms models, frame-paired) fbank, in eval mode."""
 
     def __init__(self, checkpoint: str | os.PathLike, layer: int, stats: str, device: str = "cpu"):
-        from ..upstreams.melhubert.checkpoint import read_melhubert_checkpoint
+        from ..upstreams.melhubert.formats import read_melhubert_checkpoint
         from ..upstreams.melhubert.model import MelHuBERTModel
         from .melhubert import resolve_stats
 
@@ -230,15 +230,7 @@ def nearest_centroid(features: torch.Tensor, centroids: torch.Tensor) -> torch.T
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
-    os.close(fd)
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npy_atomic(path, array)
 
 
 def write_labels(features_csv: str | os.PathLike, kmeans: str | os.PathLike, output: str | os.PathLike, *,
@@ -284,13 +276,3 @@ def write_labels(features_csv: str | os.PathLike, kmeans: str | os.PathLike, out
     (output / "labels.json").write_text(json.dumps({**meta, "kmeans_file": str(kmeans.resolve()),
                                                     "label_rate_ms": 10}, indent=2) + "\n")
     return csv_path
-
-
-def label_counts(csv_path: str | os.PathLike, clusters: int) -> np.ndarray:
-    """How often each cluster occurs in a training list (a quick check of the labels)."""
-    counts = np.zeros(clusters, dtype=np.int64)
-    base = Path(csv_path).resolve().parent
-    for row in read_table(csv_path):
-        path = Path(row["label_path"])
-        counts += np.bincount(np.load(path if path.is_absolute() else base / path), minlength=clusters)[:clusters]
-    return counts

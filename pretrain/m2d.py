@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..upstreams.common.transformer import ViTBlock
-from ..upstreams.m2d.model import M2DConfig, M2DEncoder, sincos_pos_embed_2d
-from .checkpointing import save_atomic
+from ..upstreams.m2d.config import DEFAULT_STATS, M2DConfig
+from ..upstreams.m2d.formats import write_full
+from ..upstreams.m2d.model import M2DEncoder, sincos_pos_embed_2d
 from .config import ConfigError
 from .data import DataError, LogMelList, crop_or_pad, log_mix_exp, random_crop
 from .distributed import broadcast_object
 from .optim import LinearSchedule, ema_update
+from .init import init_vit
 from .recipe import Recipe, register
 
 __all__ = ["M2DModelConfig", "M2DObjective", "M2DData", "M2DPretrainModel", "M2DRecipe", "M2DSRecipe",
@@ -50,15 +52,10 @@ __all__ = ["M2DModelConfig", "M2DObjective", "M2DData", "M2DPretrainModel", "M2D
 # Configuration
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class M2DModelConfig:
-    #: official class name; the first field of the exported folder name
-    model_name: str = "m2d_vit_base"
-    input_size: tuple[int, int] = (80, 608)
-    patch_size: tuple[int, int] = (16, 16)
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
+class M2DModelConfig(M2DConfig):
+    """The upstream's model configuration (:class:`~..upstreams.m2d.config.M2DConfig`) plus the
+    predictor and the starting point."""
+
     decoder_embed_dim: int = 512
     decoder_depth: int = 8
     decoder_num_heads: int = 16
@@ -67,16 +64,14 @@ class M2DModelConfig:
     init_checkpoint: str | None = None
 
     def validate(self) -> None:
-        M2DConfig(input_size=tuple(self.input_size), patch_size=tuple(self.patch_size), embed_dim=self.embed_dim,
-                  depth=self.depth, num_heads=self.num_heads)  # raises on impossible shapes
+        if self.sample_rate != 16000:
+            raise ConfigError(f"model.sample_rate must be 16000 for pre-training, got {self.sample_rate}")
         if self.input_size[1] % self.patch_size[1]:
             raise ConfigError(f"model.input_size {self.input_size} must be a whole number of patches "
                               f"{self.patch_size} in time for training")
 
     def encoder_config(self) -> M2DConfig:
-        return M2DConfig(input_size=tuple(self.input_size), patch_size=tuple(self.patch_size),
-                         embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
-                         mlp_ratio=self.mlp_ratio, model_name=self.model_name)
+        return M2DConfig(**{f.name: getattr(self, f.name) for f in fields(M2DConfig)})
 
 
 @dataclass
@@ -149,23 +144,13 @@ def norm_mse(target: Tensor, pred: Tensor, norm_pix_loss: bool = True, loss_fn: 
     return (2 - 2 * (target * pred).sum(dim=-1)).mean()
 
 
-def _init_module(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class M2DPretrainModel(M2DEncoder):
     """Online encoder (inherited: ``cls_token``, ``pos_embed``, ``patch_embed``, ``blocks``,
     ``norm``, ``norm_stats``) + predictor (``decoder_*``, ``mask_token``) + EMA target
     (``target_blocks``, ``target_norm``) + optional ``offline_predictor``: the official names."""
 
     def __init__(self, cfg: M2DModelConfig, objective: M2DObjective, offline_dim: int | None = None,
-                 norm_stats: tuple[float, float] = (-7.1, 4.2)):
+                 norm_stats: tuple[float, float] = DEFAULT_STATS):
         super().__init__(cfg.encoder_config())
         self.cfg, self.objective = cfg, objective
         d, dd = cfg.embed_dim, cfg.decoder_embed_dim
@@ -196,9 +181,9 @@ class M2DPretrainModel(M2DEncoder):
         nn.init.normal_(self.mask_token, std=0.02)
         for module in (self.blocks, self.norm, self.decoder_embed, self.decoder_blocks, self.decoder_norm,
                        self.decoder_pred, self.target_blocks, self.target_norm):
-            module.apply(_init_module)
+            init_vit(module)
         if self.offline_predictor is not None:
-            self.offline_predictor.apply(_init_module)
+            init_vit(self.offline_predictor)
 
     @property
     def num_keep(self) -> int:
@@ -414,7 +399,7 @@ class M2DRecipe(Recipe):
 
     def build_model(self) -> M2DPretrainModel:
         model = M2DPretrainModel(self.model_cfg, self.objective, self.offline_dim(),
-                                 norm_stats=tuple(self.state.get("norm_stats", (-7.1, 4.2))))
+                                 norm_stats=tuple(self.state.get("norm_stats", DEFAULT_STATS)))
         if self.model_cfg.init_checkpoint:
             self._load_initial_weights(model, self.model_cfg.init_checkpoint)
         return model
@@ -422,7 +407,7 @@ class M2DRecipe(Recipe):
     @staticmethod
     def _load_initial_weights(model: M2DPretrainModel, path: str) -> None:
         from ..upstreams.common.checkpoint import CheckpointError, load_checkpoint
-        from ..upstreams.m2d.importers import find_weight_file
+        from ..upstreams.m2d.formats import find_weight_file
 
         file = find_weight_file(Path(path))
         obj = load_checkpoint(file, family="M2D")
@@ -468,10 +453,8 @@ class M2DRecipe(Recipe):
             batch_size=train.batch_size, accum_iter=train.accum_steps, epochs=train.epochs, blr=train.blr, lr=train.lr,
             weight_decay=train.weight_decay, clip_grad=train.clip_grad, seed=train.seed, epoch=epoch, step=step,
         )
-        payload = {"model": state, "optimizer": optimizer or {}, "epoch": epoch, "scaler": scaler or {}, "args": args}
         path = run / f"checkpoint-{epoch}.pth"
-        save_atomic(payload, path)
-        return path
+        return write_full(path, cfg.encoder_config(), state, args=args, optimizer=optimizer, epoch=epoch, scaler=scaler)
 
 
 @register("m2ds", "m2d_s")
@@ -572,7 +555,8 @@ class M2DXRecipe(M2DRecipe):
         self._teacher = None
 
     def _load_teacher(self):
-        from ..upstreams.m2d.importers import read_checkpoint, resolve_config
+        from ..upstreams.m2d.config import resolve_config
+        from ..upstreams.m2d.formats import read_checkpoint
         from ..upstreams.m2d.model import M2DModel
 
         loaded = read_checkpoint(self.data.teacher)

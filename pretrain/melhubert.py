@@ -39,15 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..upstreams.melhubert.checkpoint import official_model_section, runner_checkpoint
-from ..upstreams.melhubert.config import MelHuBERTConfig
+from ..upstreams.melhubert.config import MelHuBERTConfig, load_stats
+from ..upstreams.melhubert.formats import official_model_section, write_runner_checkpoint
 from ..upstreams.melhubert.model import MelHuBERTModel
-from ..upstreams.melhubert.stats import load_stats
-from .checkpointing import save_atomic
+from ..upstreams.common.files import save_atomic, save_npy_atomic
+from ..upstreams.common.masks import padding_mask
 from .config import ConfigError
 from .data import DataError, load_npy, random_crop, read_table, resolve_path
 from .masking import SPAN_SELECTIONS, span_mask
 from .optim import param_groups
+from .init import init_bert
 from .recipe import Recipe, register
 
 __all__ = ["MelHuBERTObjective", "MelHuBERTData", "FbankLabelList", "MelHuBERTForPretraining", "MelHuBERTRecipe",
@@ -172,7 +173,7 @@ def resolve_stats(choice: str):
 
 def stats_array(choice: str) -> np.ndarray:
     """The float64 ``[2, 40]`` array behind ``choice`` (checked by ``load_stats`` first)."""
-    from ..upstreams.melhubert import stats as shipped
+    from ..upstreams.melhubert import config as shipped
 
     resolve_stats(choice)
     key = str(choice).strip().lower().replace("-", "").replace("_", "")
@@ -228,11 +229,7 @@ def init_official(model: MelHuBERTModel) -> None:
     """The official initialisation: fairseq's ``init_bert_params`` on the encoder (Linear
     weights N(0, 0.02), biases 0; the positional convolution keeps its own init), PyTorch's
     defaults for ``pre_extract_proj`` and ``final_proj``."""
-    for module in model.encoder.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    init_bert(model.encoder)
 
 
 class MelHuBERTForPretraining(MelHuBERTModel):
@@ -348,9 +345,8 @@ def write_official_checkpoint(path: str | os.PathLike, state_dict: dict[str, Ten
                                   seed=1337, device="cuda")
     if optimizer is None:
         optimizer = {"state": {}, "param_groups": [_adam_group(len(state_dict), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)]}
-    checkpoint = runner_checkpoint(state_dict, model_cfg, step=step, optimizer=optimizer, args=args, runner=runner or {},
-                                   training=_training_options(objective or MelHuBERTObjective()))
-    save_atomic(checkpoint, Path(path))
+    write_runner_checkpoint(path, state_dict, model_cfg, step=step, optimizer=optimizer, args=args, runner=runner or {},
+                            training=_training_options(objective or MelHuBERTObjective()))
     return Path(path)
 
 
@@ -434,7 +430,7 @@ class MelHuBERTRecipe(Recipe):
         for i, e in enumerate(examples):
             n = e["features"].shape[0]
             features[i, :n], labels[i, :n], mask[i, :n] = e["features"], e["labels"], e["mask"]
-        padding = torch.arange(longest)[None, :] >= lengths[:, None]
+        padding = padding_mask(lengths, longest)
         return {"features": features, "labels": labels, "mask": mask, "padding_mask": padding}
 
     # -- model and loss ---------------------------------------------------------------------
@@ -482,9 +478,7 @@ class MelHuBERTRecipe(Recipe):
         fp, t = self.frame_period_ms, self.train
         stem = f"melhubert_{fp}ms-step{step}"
         stats_path = folder / "mean-std.npy"
-        tmp = folder / ".mean-std.npy.tmp.npy"
-        np.save(tmp, self.stats_array())
-        os.replace(tmp, stats_path)
+        save_npy_atomic(stats_path, self.stats_array())
         state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
         adam = official_adam_state(model, optimizer, lr=float(t.lr or 1e-4), betas=t.betas, eps=t.eps)
         args = argparse.Namespace(runner_config="config_runner.yaml", upstream_config="config_model.yaml",

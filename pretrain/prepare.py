@@ -19,7 +19,6 @@ import io
 import os
 import sys
 import tarfile
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..upstreams.common.files import atomic_write, save_npy_atomic
+from ..upstreams.common.inputs import pad_wavs
 from .data import AUDIO_EXTENSIONS, DataError, load_audio
 from .data import progress as _progress
 
@@ -70,7 +71,7 @@ def logmel_of(wave: np.ndarray) -> np.ndarray:
     global _FRONT_END
     if _FRONT_END is None:
         from ..upstreams.common.logmel import LogMelSpectrogram
-        from ..upstreams.m2d.model import FRONT_ENDS
+        from ..upstreams.m2d.config import FRONT_ENDS
 
         _FRONT_END = LogMelSpectrogram(**FRONT_ENDS[SAMPLE_RATE])
     x = torch.from_numpy(wave).unsqueeze(0)
@@ -80,11 +81,7 @@ def logmel_of(wave: np.ndarray) -> np.ndarray:
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
+    save_npy_atomic(path, array)
 
 
 def _pad_to(wave: np.ndarray, seconds: float) -> np.ndarray:
@@ -218,16 +215,16 @@ def prepare_shards(source, output, *, per_shard: int = 10000, prefix: str = "sha
         target = output / f"{prefix}-{number:06d}.tar"
         if target.exists():
             return target
-        fd, tmp = tempfile.mkstemp(dir=output, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
-            for index, rel in enumerate(group):
-                data = (root / rel).read_bytes()
-                key = rel.with_suffix("").as_posix().replace("/", "_").replace(".", "_")
-                info = tarfile.TarInfo(f"{key}{rel.suffix.lower()}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, target)
-        return target
+        def write(handle) -> None:
+            with tarfile.open(fileobj=handle, mode="w") as tar:
+                for rel in group:
+                    data = (root / rel).read_bytes()
+                    key = rel.with_suffix("").as_posix().replace("/", "_").replace(".", "_")
+                    info = tarfile.TarInfo(f"{key}{rel.suffix.lower()}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+        return atomic_write(target, write)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(_progress(pool.map(run, enumerate(groups)), len(groups), "shards", progress))
@@ -292,24 +289,17 @@ _END = object()
 
 def _melhubert_fbank():
     """The upstream front end's Kaldi fbank (the very module MelHuBERT uses at inference)."""
-    from ..upstreams.melhubert.frontend import WAVEFORM_SCALE, MelHuBERTFrontEnd
-    from ..upstreams.melhubert.stats import NormalisationStats
+    from ..upstreams.melhubert.config import NormalisationStats
+    from ..upstreams.melhubert.model import WAVEFORM_SCALE, MelHuBERTFrontEnd
 
     identity = NormalisationStats(torch.zeros(40), torch.ones(40), "none")
     return MelHuBERTFrontEnd(10, identity).fbank, WAVEFORM_SCALE
 
 
-def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = ("train-clean-100",),
-                  batch_size: int = 16, workers: int = 4, device: str = "cpu", progress: bool = True) -> Path:
-    """LibriSpeech utterances of the bucket CSVs -> raw 40-bin Kaldi fbank ``<output>/fbank/<key>.npy``
-    (float32 [T, 40], 10 ms frames; key = the audio path without suffix), the list
-    ``<output>/fbank.csv`` (``key,file_path,length``, longest first) and the statistics
-    ``<output>/mean-std.npy`` (float64 [2, 40]: per-bin mean and std over every frame, the
-    official layout). Existing feature files are reused (they still count in the statistics)."""
+def _bucket_entries(libri_root: Path, bucket_dir: Path, sets: Sequence[str]) -> list[tuple[str, Path, int]]:
+    """(key, audio path, samples) of every utterance in the bucket CSVs of ``sets``, longest first."""
     from .data import read_table
 
-    libri_root, output = Path(libri_root), Path(output)
-    bucket_dir = Path(bucket_dir) if bucket_dir else libri_root / "len_for_bucket"
     entries = []
     for name in sets:
         csv_path = bucket_dir / f"{name}.csv"
@@ -320,6 +310,19 @@ def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = 
             rel = Path(row["file_path"])
             entries.append((rel.with_suffix("").as_posix(), rel, int(row["length"])))
     entries.sort(key=lambda e: -e[2])
+    return entries
+
+
+def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = ("train-clean-100",),
+                  batch_size: int = 16, workers: int = 4, device: str = "cpu", progress: bool = True) -> Path:
+    """LibriSpeech utterances of the bucket CSVs -> raw 40-bin Kaldi fbank ``<output>/fbank/<key>.npy``
+    (float32 [T, 40], 10 ms frames; key = the audio path without suffix), the list
+    ``<output>/fbank.csv`` (``key,file_path,length``, longest first) and the statistics
+    ``<output>/mean-std.npy`` (float64 [2, 40]: per-bin mean and std over every frame, the
+    official layout). Existing feature files are reused (they still count in the statistics)."""
+    libri_root, output = Path(libri_root), Path(output)
+    bucket_dir = Path(bucket_dir) if bucket_dir else libri_root / "len_for_bucket"
+    entries = _bucket_entries(libri_root, bucket_dir, sets)
     fbank, scale = _melhubert_fbank()
     fbank.to(device)
     sums = np.zeros((2, 40))  # per-bin sum and sum of squares, float64
@@ -346,10 +349,7 @@ def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = 
         loaded = _prefetch(pool, lambda batch: [load_audio(str(libri_root / rel), SAMPLE_RATE) for _, rel in batch],
                            batches, depth=2 * max(1, workers))
         for batch, waves in _progress(zip(batches, loaded), len(batches), "fbank", progress):
-            lengths = torch.tensor([len(w) for w in waves])
-            padded = torch.zeros(len(waves), int(lengths.max()))
-            for i, wave in enumerate(waves):
-                padded[i, : len(wave)] = torch.from_numpy(wave)
+            padded, lengths = pad_wavs([torch.from_numpy(w) for w in waves])
             with torch.inference_mode():
                 features, num_frames = fbank(padded.to(device) * scale, lengths.to(device))
             features, num_frames = features.cpu().numpy(), num_frames.cpu().tolist()
@@ -363,9 +363,7 @@ def prepare_fbank(libri_root, output, *, bucket_dir=None, sets: Sequence[str] = 
     std = np.sqrt(np.maximum(sums[1] / frames_total - mean * mean, 0.0))
     if not np.all(std > 0):
         raise DataError("some fbank bin has zero variance over the data (silent or constant audio?)")
-    tmp = output / ".mean-std.tmp.npy"
-    np.save(tmp, np.stack([mean, std]))
-    os.replace(tmp, output / "mean-std.npy")
+    save_npy_atomic(output / "mean-std.npy", np.stack([mean, std]))
     rows.sort(key=lambda r: -r[2])
     _write_csv(output / "fbank.csv", ["key", "file_path", "length"], rows)
     return output / "fbank.csv"
@@ -394,10 +392,7 @@ def _melhubert_step(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m s3prl_plugins.pretrain.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="step", required=True)
+def _add_m2d_dasheng_steps(sub) -> None:
     p = sub.add_parser("logmel", help="audio -> M2D log-mel .npy + files.csv")
     p.add_argument("source", help="audio folder (recursive) or list file")
     p.add_argument("output", help="output folder (files.csv is written there)")
@@ -424,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-shard", type=int, default=10000)
     p.add_argument("--prefix", default="shard")
     p.add_argument("--workers", type=int, default=4)
+
+
+def _add_melhubert_steps(sub) -> None:
     p = sub.add_parser("buckets", help="MelHuBERT 1/4: LibriSpeech folders -> s3prl bucket CSVs (file, length)",
                        description="Write s3prl's len_for_bucket/<set>.csv (,file_path,length,label; lengths in "
                                    "samples, longest first) for LibriSpeech sets. Existing CSVs are kept.")
@@ -471,7 +469,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("kmeans", help="centroids of the kmeans step (.npy with its .json)")
     p.add_argument("output", help="label folder, e.g. data/melhubert/labels_stage1")
     p.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m s3prl_plugins.pretrain.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="step", required=True)
+    _add_m2d_dasheng_steps(sub)
+    _add_melhubert_steps(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.step in ("buckets", "fbank", "kmeans", "labels"):
             return _melhubert_step(args)

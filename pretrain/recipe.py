@@ -51,6 +51,8 @@ def get_recipe(name: str) -> type["Recipe"]:
     module = _modules().get(key)
     if module is not None:
         importlib.import_module(module)  # registers its recipes
+    elif key not in _REGISTRY and key not in _ALIASES:
+        recipe_names()  # an alias: declared by the @register of some recipe module
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
         names = sorted({n for n in _modules()})

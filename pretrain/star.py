@@ -212,40 +212,9 @@ def _check_layers(name: str, layers: Sequence[Tensor], batch: int, frames: int) 
         raise ValueError(f"star_loss: {name} mixes feature sizes {sorted(dims)}; all layers of one model share D")
 
 
-def star_loss(
-    student_layers: Sequence[Tensor],
-    teacher_layers: Sequence[Tensor],
-    student_input: Optional[Tensor],
-    teacher_input: Optional[Tensor],
-    valid: Tensor,
-    cfg: Optional[StarLossConfig] = None,
-    *,
-    student_attention: Optional[Sequence[Tensor]] = None,
-    teacher_attention: Optional[Sequence[Tensor]] = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """STaR loss of a padded batch: a float32 scalar and detached per-term batch means for logging.
-
-    Args:
-        student_layers / teacher_layers: the L outputs of the transformer layers, [B, T, Ds] / [B, T, Dt]
-            (post-LN layer outputs; Ds and Dt may differ; L must be equal).
-        student_input / teacher_input: H^0 [B, T, D], the tensor named by ``cfg.zeroth_input`` (may be
-            None when it is "none").
-        valid: bool [B, T], True on real frames. Padded frames contribute nothing.
-        cfg: the loss configuration (defaults: the paper's).
-        student_attention / teacher_attention: only when ``cfg.avg_attn_weight > 0``: per layer the
-            attention probabilities [B, H, T, T] or their head mean [B, T, T], computed with the key
-            padding mask.
-
-    Reduction: each utterance b gets loss_b = w_lw * sum_l w_l d(G^{l,S}_b, G^{l,T}_b) + w_intra * sum_l
-    w_l d(Gv^{l,S}_b, Gv^{l,T}_b) [+ w_attn * sum_l w_l KL_b], every distance normalised by that
-    utterance's own valid entries, so padding and batch composition do not change loss_b; the loss is
-    the mean of loss_b over the B utterances. Under DDP the averaged gradients of equal-sized per-rank
-    batches therefore equal one process on the concatenated batch.
-
-    The teacher tensors are detached; the computation runs in float32 with autocast disabled; nothing
-    here synchronises with the host.
-    """
-    cfg = StarLossConfig() if cfg is None else cfg
+def _check_inputs(student_layers, teacher_layers, student_input, teacher_input, valid, cfg: StarLossConfig,
+                  student_attention, teacher_attention) -> int:
+    """Shapes and kinds of :func:`star_loss`'s arguments, with errors that say what to pass; returns L."""
     if not isinstance(valid, Tensor) or valid.dtype != torch.bool or valid.dim() != 2:
         raise ValueError("star_loss: valid must be a bool tensor [B, T] with True on real frames "
                          f"(got {valid.dtype if isinstance(valid, Tensor) else type(valid).__name__}"
@@ -285,6 +254,67 @@ def star_loss(
                                      f"B={batch}, T={frames}; got "
                                      f"{tuple(attn.shape) if isinstance(attn, Tensor) else type(attn).__name__}")
 
+    return num_layers
+
+
+def _terms(student: list, teacher: list, valid: Tensor, num_valid: Tensor, cfg: StarLossConfig, weights,
+           student_attention, teacher_attention) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-utterance layer-wise, intra-layer and attention terms ([B] each) of the prepared layers."""
+    num_layers, use_input = len(student) - 1, cfg.zeroth_input != "none"
+    zero = num_valid.new_zeros(valid.shape[0])
+    layer_wise, intra_layer, avg_attn = zero, zero, zero
+    if cfg.layer_wise_weight > 0:
+        first = 0 if cfg.layer_wise_include_input else 1
+        for index in range(first, num_layers + 1):
+            weight = cfg.input_weight if index == 0 else weights[index - 1]
+            if weight:
+                layer_wise = layer_wise + weight * _gram_distance(
+                    temporal_gram(student[index]), temporal_gram(teacher[index]), valid, num_valid, cfg)
+    if cfg.intra_layer_weight > 0:
+        for index in range(1 if use_input else 2, num_layers + 1):
+            weight = weights[index - 1] * (cfg.input_weight if index == 1 and use_input else 1.0)
+            if weight:
+                intra_layer = intra_layer + weight * _gram_distance(
+                    temporal_gram(student[index - 1], student[index]),
+                    temporal_gram(teacher[index - 1], teacher[index]), valid, num_valid, cfg)
+    if cfg.avg_attn_weight > 0:
+        for index in range(num_layers):
+            if weights[index]:
+                avg_attn = avg_attn + weights[index] * _attention_kl(
+                    student_attention[index], teacher_attention[index].detach(), valid, num_valid)
+
+    return layer_wise, intra_layer, avg_attn
+
+
+def star_loss(student_layers: Sequence[Tensor], teacher_layers: Sequence[Tensor], student_input: Optional[Tensor],
+              teacher_input: Optional[Tensor], valid: Tensor, cfg: Optional[StarLossConfig] = None, *,
+              student_attention: Optional[Sequence[Tensor]] = None,
+              teacher_attention: Optional[Sequence[Tensor]] = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """STaR loss of a padded batch: a float32 scalar and detached per-term batch means for logging.
+
+    Args:
+        student_layers / teacher_layers: the L outputs of the transformer layers, [B, T, Ds] / [B, T, Dt]
+            (post-LN layer outputs; Ds and Dt may differ; L must be equal).
+        student_input / teacher_input: H^0 [B, T, D], the tensor named by ``cfg.zeroth_input`` (may be
+            None when it is "none").
+        valid: bool [B, T], True on real frames. Padded frames contribute nothing.
+        cfg: the loss configuration (defaults: the paper's).
+        student_attention / teacher_attention: only when ``cfg.avg_attn_weight > 0``: per layer the
+            attention probabilities [B, H, T, T] or their head mean [B, T, T], computed with the key
+            padding mask.
+
+    Reduction: each utterance b gets loss_b = w_lw * sum_l w_l d(G^{l,S}_b, G^{l,T}_b) + w_intra * sum_l
+    w_l d(Gv^{l,S}_b, Gv^{l,T}_b) [+ w_attn * sum_l w_l KL_b], every distance normalised by that
+    utterance's own valid entries, so padding and batch composition do not change loss_b; the loss is
+    the mean of loss_b over the B utterances. Under DDP the averaged gradients of equal-sized per-rank
+    batches therefore equal one process on the concatenated batch.
+
+    The teacher tensors are detached; the computation runs in float32 with autocast disabled; nothing
+    here synchronises with the host."""
+    cfg = StarLossConfig() if cfg is None else cfg
+    num_layers = _check_inputs(student_layers, teacher_layers, student_input, teacher_input, valid, cfg,
+                               student_attention, teacher_attention)
+    use_input, use_attention = cfg.zeroth_input != "none", cfg.avg_attn_weight > 0
     weights = cfg.weights(num_layers)
     with torch.autocast(valid.device.type, enabled=False):
         frame_mask = valid.to(torch.float32)[..., None]
@@ -299,28 +329,8 @@ def star_loss(
         student = prepare_all(student_layers, student_input, detach=False)
         teacher = prepare_all(teacher_layers, teacher_input, detach=True)
 
-        zero = frame_mask.new_zeros(batch)
-        layer_wise, intra_layer, avg_attn = zero, zero, zero
-        if cfg.layer_wise_weight > 0:
-            first = 0 if cfg.layer_wise_include_input else 1
-            for index in range(first, num_layers + 1):
-                weight = cfg.input_weight if index == 0 else weights[index - 1]
-                if weight:
-                    layer_wise = layer_wise + weight * _gram_distance(
-                        temporal_gram(student[index]), temporal_gram(teacher[index]), valid, num_valid, cfg)
-        if cfg.intra_layer_weight > 0:
-            for index in range(1 if use_input else 2, num_layers + 1):
-                weight = weights[index - 1] * (cfg.input_weight if index == 1 and use_input else 1.0)
-                if weight:
-                    intra_layer = intra_layer + weight * _gram_distance(
-                        temporal_gram(student[index - 1], student[index]),
-                        temporal_gram(teacher[index - 1], teacher[index]), valid, num_valid, cfg)
-        if use_attention:
-            for index in range(num_layers):
-                if weights[index]:
-                    avg_attn = avg_attn + weights[index] * _attention_kl(
-                        student_attention[index], teacher_attention[index].detach(), valid, num_valid)
-
+        layer_wise, intra_layer, avg_attn = _terms(student, teacher, valid, num_valid, cfg, weights,
+                                                   student_attention, teacher_attention)
         per_utterance = (cfg.layer_wise_weight * layer_wise + cfg.intra_layer_weight * intra_layer
                          + cfg.avg_attn_weight * avg_attn)
         loss = per_utterance.mean()

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import compat
+from ..upstreams.common.masks import padding_mask
 
 __all__ = ["TeacherError", "TeacherOutput", "LocalTeacher", "load_teacher"]
 
@@ -100,7 +101,7 @@ class LocalTeacher(nn.Module):
 
     def _normalise(self, wave: Tensor, lengths: Tensor) -> Tensor:
         """Zero mean / unit variance over each utterance's valid samples (padding stays zero)."""
-        valid = torch.arange(wave.shape[1], device=wave.device)[None] < lengths[:, None]
+        valid = ~padding_mask(lengths, wave.shape[1])
         count = lengths.clamp_min(1).to(wave.dtype)[:, None]
         mean = (wave * valid).sum(1, keepdim=True) / count
         var = (((wave - mean) * valid) ** 2).sum(1, keepdim=True) / (count - 1).clamp_min(1)
@@ -158,7 +159,7 @@ class LocalTeacher(nn.Module):
             extract = model.feature_extractor(wave).transpose(1, 2)
             frame_mask = None
             if lengths is not None:
-                sample_mask = (torch.arange(wave.shape[1], device=wave.device)[None] < lengths[:, None]).long()
+                sample_mask = (~padding_mask(lengths, wave.shape[1])).long()
                 frame_mask = model._get_feature_vector_attention_mask(extract.shape[1], sample_mask)
             projected = model.feature_projection(extract)
             x = projected[0] if isinstance(projected, tuple) else projected  # WavLM also returns the LN'd CNN output
@@ -168,7 +169,7 @@ class LocalTeacher(nn.Module):
         features = model.layer_norm(features)
         pad = None
         if lengths is not None:
-            sample_pad = torch.arange(wave.shape[1], device=wave.device)[None] >= lengths[:, None]
+            sample_pad = padding_mask(lengths, wave.shape[1])
             pad = model.forward_padding_mask(features, sample_pad)
         if model.post_extract_proj is not None:
             features = model.post_extract_proj(features)

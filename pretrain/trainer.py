@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 import math
 import random
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .checkpointing import (FORMAT, checkpoint_path, latest_checkpoint, load_training_checkpoint, prune_checkpoints,
@@ -81,6 +83,33 @@ class _Throughput:
 
     def rate(self) -> float:
         return self.samples / max(1e-9, time.perf_counter() - self.start)
+
+
+@dataclass
+class _Run:
+    """What one ``fit`` carries from step to step."""
+
+    module: nn.Module
+    model: nn.Module  # the module, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupCosine
+    scaler: torch.amp.GradScaler
+    sampler: GlobalBatchSampler
+    schedule: Schedule
+    autocast_dtype: torch.dtype | None
+    step: int = 0
+    stop: int = 0
+    position: dict = field(default_factory=dict)
+    valid_loader: DataLoader | None = None
+    valid_every: int = 0
+    loader: DataLoader | None = None
+    batches: Any = None
+    writer: Any = None
+    bar: Any = None
+    throughput: "_Throughput" = field(default_factory=lambda: _Throughput())
+    pending: list = field(default_factory=list)
+    last_logs: dict = field(default_factory=dict)
+    finite: bool = True
 
 
 class Trainer:
@@ -163,6 +192,27 @@ class Trainer:
         return torch.float16, True
 
     def fit(self) -> dict:
+        """Train to ``train.total_steps`` (or ``stop_at``), resuming where the run folder left off."""
+        run = self._start()
+        cfg, ctx = self.cfg, self.ctx
+        while run.step < run.stop:
+            grad_norm = self._optimizer_step(run)
+            self._after_step(run, grad_norm)
+        if run.bar is not None:
+            run.bar.close()
+        if run.step == run.schedule.total_steps and cfg.export_best != "none" and ctx.is_main:
+            self._export_best()
+        if self.on_save is not None:
+            self._report_on_save(run.writer, wait=True)
+        if run.writer is not None:
+            run.writer.close()
+        ctx.barrier()
+        return {"step": run.step, "logs": run.last_logs, "output_dir": str(self.paths.root)}
+
+    # -- the loop's parts ------------------------------------------------------------------------
+    def _start(self) -> "_Run":
+        """Data, model, optimiser, schedule, precision, validation and the resumed state, in the
+        order that keeps every random draw of an uninterrupted run."""
         ctx, cfg, recipe = self.ctx, self.cfg, self.recipe
         state = self._resume_state()
         if state is not None:
@@ -170,142 +220,144 @@ class Trainer:
             recipe.state.update(state["config"].get("recipe_state", {}))
         seed_everything(cfg.seed + ctx.rank)
         recipe.prepare(ctx)
-
         reader = recipe.build_reader()
         dataset = RecipeDataset(reader, recipe.make_example)
         sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
                                      seed=cfg.seed, lengths=recipe.item_lengths(reader))
         schedule = plan_schedule(recipe, len(dataset), ctx.world_size)
-
         module = recipe.build_model().to(ctx.device)
         optimizer = build_optimizer(module, cfg, schedule.lr, recipe.no_weight_decay)
         scheduler = WarmupCosine(optimizer, schedule.lr, schedule.warmup_steps, schedule.total_steps, cfg.min_lr_ratio,
                                  cfg.schedule, recipe.decay_steps(schedule.total_steps, schedule.warmup_steps))
         autocast_dtype, use_scaler = self._precision()
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-        valid_loader, valid_every = self._validation(schedule)
+        run = _Run(module=module, model=module, optimizer=optimizer, scheduler=scheduler,
+                   scaler=torch.amp.GradScaler("cuda", enabled=use_scaler), sampler=sampler, schedule=schedule,
+                   autocast_dtype=autocast_dtype)
+        run.valid_loader, run.valid_every = self._validation(schedule)
         if cfg.keep_best and ctx.is_main:
             self.best = BestCheckpoints(self.paths.best, cfg.keep_best, cfg.best_metric, cfg.best_mode)
             for warning in self.best.load_state_dict(state.get("best") if state is not None else None):
                 self._log(warning)
         if cfg.on_save and ctx.is_main:
             self.on_save = SaveCommand(cfg.on_save, self.paths.on_save, self._log)
-
-        step = 0
         if state is not None:
-            module.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            step = int(state["step"])
-            self.skipped_steps, self.consecutive_skips = state.get("skipped_steps", (0, 0))
-            sampler.set_position(state["sampler"]["epoch"], state["sampler"]["start"])
-            rngs = state.get("rng") or []
-            if len(rngs) == ctx.world_size:
-                set_rng_state(rngs[ctx.rank])
-            else:
-                self._log(f"checkpoint was written by {len(rngs)} process(es), this run has {ctx.world_size}: "
-                          "data order and crops resume exactly, process RNG states are re-seeded")
-            self._log(f"resumed from {state['path']} at step {step}")
-
+            self._restore(run, state)
         # (epoch, micro-batches consumed in it): what was trained on, whatever the loader prefetched
-        position = {"epoch": sampler.epoch, "start": sampler.start}
-        model: nn.Module = module
+        run.position = {"epoch": sampler.epoch, "start": sampler.start}
         if ctx.enabled:
-            model = nn.parallel.DistributedDataParallel(
+            run.model = nn.parallel.DistributedDataParallel(
                 module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 find_unused_parameters=recipe.find_unused_parameters)
         if cfg.compile:
-            model = torch.compile(model)
-
+            run.model = torch.compile(run.model)
         self._log(f"{ctx.world_size} process(es) x batch {cfg.batch_size} x accumulation {cfg.accum_steps} = "
                   f"effective batch {schedule.effective_batch}; {schedule.total_steps} steps "
                   f"({schedule.steps_per_epoch} per epoch), warm-up {schedule.warmup_steps}, peak lr {schedule.lr:.3g}, "
                   f"device {ctx.device}, precision {cfg.precision if autocast_dtype else 'fp32'}")
         n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
         self._log(f"{n_params / 1e6:.2f} M trainable parameters; {len(dataset)} training items")
-
-        writer = self._tensorboard()
-        loader = make_loader(dataset, sampler, cfg.num_workers, ctx.device.type == "cuda", recipe.collate)
-        batches = iter(loader)
-        bar = self._progress_bar(schedule.total_steps, step)
-        throughput = _Throughput()
-        pending: list[dict] = []
-        last_logs: dict = {}
+        run.writer = self._tensorboard()
+        run.loader = make_loader(dataset, sampler, cfg.num_workers, ctx.device.type == "cuda", recipe.collate)
+        run.batches = iter(run.loader)
+        run.bar = self._progress_bar(schedule.total_steps, run.step)
         module.train()
-        stop = min(schedule.total_steps, self.stop_at) if self.stop_at else schedule.total_steps
+        run.stop = min(schedule.total_steps, self.stop_at) if self.stop_at else schedule.total_steps
+        return run
 
-        while step < stop:
-            for micro in range(cfg.accum_steps):
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    sampler.set_position(sampler.epoch + 1, 0)
-                    batches = iter(loader)
-                    batch = next(batches)
-                batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                sync = micro == cfg.accum_steps - 1
-                no_sync = model.no_sync() if (ctx.enabled and not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
-                with no_sync:
-                    with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32,
-                                        enabled=autocast_dtype is not None):
-                        loss, logs = recipe.compute_loss(model, batch)
-                    scaler.scale(loss / cfg.accum_steps).backward()
-                pending.append({"loss": loss.detach(), **logs})
-                throughput.add(cfg.batch_size * ctx.world_size)
-            scaler.unscale_(optimizer)
-            # every step: the norm (clipped to clip_grad, or just measured) and one host sync for
-            # its finiteness; DDP's gradients are all-reduced, so every rank decides alike
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                module.parameters(), cfg.clip_grad if cfg.clip_grad is not None else float("inf"))
-            finite = bool(torch.isfinite(grad_norm))
-            if finite or scaler.is_enabled():
-                scaler.step(optimizer)  # fp16: the scaler skips a non-finite step itself and lowers its scale
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            position = self._advance(position, sampler.batches_per_epoch(), cfg.accum_steps)
-            if finite:
-                self.consecutive_skips = 0
-                extra = recipe.after_step(module, step, schedule.total_steps)
-            else:
-                pending = pending[: len(pending) - cfg.accum_steps]  # its losses are not averaged in
-                extra = self._skip(step, grad_norm, module, optimizer, scheduler, scaler, position, schedule, writer)
+    def _restore(self, run: "_Run", state: dict) -> None:
+        ctx = self.ctx
+        run.module.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        run.step = int(state["step"])
+        self.skipped_steps, self.consecutive_skips = state.get("skipped_steps", (0, 0))
+        run.sampler.set_position(state["sampler"]["epoch"], state["sampler"]["start"])
+        rngs = state.get("rng") or []
+        if len(rngs) == ctx.world_size:
+            set_rng_state(rngs[ctx.rank])
+        else:
+            self._log(f"checkpoint was written by {len(rngs)} process(es), this run has {ctx.world_size}: "
+                      "data order and crops resume exactly, process RNG states are re-seeded")
+        self._log(f"resumed from {state['path']} at step {run.step}")
 
-            if (step % cfg.log_every == 0 or step == stop) and pending:
-                last_logs = self._log_step(pending, step, scheduler, grad_norm, extra, throughput, writer, bar)
-                pending = []
-                if self.on_save is not None:
-                    self._report_on_save(writer)
-            if bar is not None:
-                bar.update(1)
-            if valid_loader is not None and (step % valid_every == 0 or step == schedule.total_steps):
-                self._validate(module, valid_loader, step, writer, autocast_dtype, position)
-            if step % cfg.save_every == 0 or step == stop:
-                checkpoint = self._save(module, optimizer, scheduler, scaler, position, step, schedule)
-                export = None
-                if cfg.export_every_save or step == schedule.total_steps or cfg.on_save:
-                    export = self._export(module, optimizer, scaler, step, schedule)
-                if self.on_save is not None:
-                    self.on_save.start(step, checkpoint, export, self.paths.root)
-        if bar is not None:
-            bar.close()
-        if step == schedule.total_steps and cfg.export_best != "none" and ctx.is_main:
-            from .export import export_best
+    def _next_batch(self, run: "_Run") -> dict:
+        try:
+            batch = next(run.batches)
+        except StopIteration:
+            run.sampler.set_position(run.sampler.epoch + 1, 0)
+            run.batches = iter(run.loader)
+            batch = next(run.batches)
+        return {k: v.to(self.ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-            path = export_best(self.best.paths(), self.paths.exports, average=cfg.export_best == "average",
-                               recipe=recipe)
-            self._log(f"exported the {'average of the best ' + str(len(self.best.entries)) if cfg.export_best == 'average' else 'best'} "
-                      f"validated state{'s' if cfg.export_best == 'average' else ''} in the official layout: {path}")
-        if self.on_save is not None:
-            self._report_on_save(writer, wait=True)
-        if writer is not None:
-            writer.close()
-        ctx.barrier()
-        return {"step": step, "logs": last_logs, "output_dir": str(self.paths.root)}
+    def _optimizer_step(self, run: "_Run") -> Tensor:
+        """``accum_steps`` micro-batches (gradients synchronised on the last one), then the update
+        unless the gradient norm is not finite; returns the norm."""
+        ctx, cfg, recipe = self.ctx, self.cfg, self.recipe
+        for micro in range(cfg.accum_steps):
+            batch = self._next_batch(run)
+            last = micro == cfg.accum_steps - 1
+            skip_sync = ctx.enabled and not last and hasattr(run.model, "no_sync")
+            with run.model.no_sync() if skip_sync else contextlib.nullcontext():
+                with torch.autocast(ctx.device.type, dtype=run.autocast_dtype or torch.float32,
+                                    enabled=run.autocast_dtype is not None):
+                    loss, logs = recipe.compute_loss(run.model, batch)
+                run.scaler.scale(loss / cfg.accum_steps).backward()
+            run.pending.append({"loss": loss.detach(), **logs})
+            run.throughput.add(cfg.batch_size * ctx.world_size)
+        run.scaler.unscale_(run.optimizer)
+        # every step: the norm (clipped to clip_grad, or just measured) and one host sync for
+        # its finiteness; DDP's gradients are all-reduced, so every rank decides alike
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            run.module.parameters(), cfg.clip_grad if cfg.clip_grad is not None else float("inf"))
+        run.finite = bool(torch.isfinite(grad_norm))
+        if run.finite or run.scaler.is_enabled():
+            run.scaler.step(run.optimizer)  # fp16: the scaler skips a non-finite step itself and lowers its scale
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        run.step += 1
+        run.position = self._advance(run.position, run.sampler.batches_per_epoch(), cfg.accum_steps)
+        return grad_norm
+
+    def _after_step(self, run: "_Run", grad_norm: Tensor) -> None:
+        """EMA (or the skip bookkeeping), logs, validation, checkpoint, export, the on_save command."""
+        cfg, step = self.cfg, run.step
+        if run.finite:
+            self.consecutive_skips = 0
+            extra = self.recipe.after_step(run.module, step, run.schedule.total_steps)
+        else:
+            run.pending = run.pending[: len(run.pending) - cfg.accum_steps]  # its losses are not averaged in
+            extra = self._skip(step, grad_norm, run.module, run.optimizer, run.scheduler, run.scaler, run.position,
+                               run.schedule, run.writer)
+        if (step % cfg.log_every == 0 or step == run.stop) and run.pending:
+            run.last_logs = self._log_step(run.pending, step, run.scheduler, grad_norm, extra, run.throughput,
+                                           run.writer, run.bar)
+            run.pending = []
+            if self.on_save is not None:
+                self._report_on_save(run.writer)
+        if run.bar is not None:
+            run.bar.update(1)
+        if run.valid_loader is not None and (step % run.valid_every == 0 or step == run.schedule.total_steps):
+            self._validate(run.module, run.valid_loader, step, run.writer, run.autocast_dtype, run.position)
+        if step % cfg.save_every == 0 or step == run.stop:
+            checkpoint = self._save(run.module, run.optimizer, run.scheduler, run.scaler, run.position, step,
+                                    run.schedule)
+            export = None
+            if cfg.export_every_save or step == run.schedule.total_steps or cfg.on_save:
+                export = self._export(run.module, run.optimizer, run.scaler, step, run.schedule)
+            if self.on_save is not None:
+                self.on_save.start(step, checkpoint, export, self.paths.root)
+
+    def _export_best(self) -> None:
+        from .export import export_best
+
+        average = self.cfg.export_best == "average"
+        path = export_best(self.best.paths(), self.paths.exports, average=average, recipe=self.recipe)
+        what = f"the average of the best {len(self.best.entries)} validated states" if average \
+            else "the best validated state"
+        self._log(f"exported {what} in the official layout: {path}")
 
     # -- pieces -------------------------------------------------------------------------------
     def _validate(self, module: nn.Module, loader: DataLoader, step: int, writer, autocast_dtype, position) -> dict:

@@ -25,95 +25,36 @@ import os
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .measure import reset_peak_rss, rss_bytes, synchronize, time_calls
 
-__all__ = ["ARCHITECTURES", "Architecture", "measure", "run_benchmarks", "write_outputs", "main"]
+if TYPE_CHECKING:
+    from .upstreams.common.family import Architecture
+
+__all__ = ["architectures", "REFERENCE", "measure", "run_benchmarks", "write_outputs", "main"]
 
 
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    #: entry that loads the checkpoint (None: a reference model built in-process)
-    entry: str | None
-    #: full-size official-format checkpoint writer: (directory) -> dict(ckpt=..., model_config=...)
-    write_full: Callable[[Path], dict] | None
-    #: the entry whose ``testing.make_checkpoint`` gives a tiny version (for --tiny smoke runs)
-    tiny_entry: str | None
-    large: bool = False
+#: the HuBERT Base reference row (built in-process, no checkpoint)
+REFERENCE = "hubert_base_reference"
 
 
-def _m2d(input_size, patch_size, model_name):
-    def write(directory: Path) -> dict:
-        from .upstreams.m2d import testing
-        from .upstreams.m2d.model import M2DConfig
+def architectures() -> dict[str, "Architecture | None"]:
+    """Every benchmarked architecture: the reference, then each family's (the registry's)."""
+    from .upstreams.common.family import families
 
-        # the official layout: input and patch sizes live in the release folder's name
-        folder = f"{model_name}-{input_size[0]}x{input_size[1]}p{patch_size[0]}x{patch_size[1]}-random"
-        path = directory / folder / "checkpoint-300.pth"
-        if not path.exists():
-            testing.write_encoder_only(path, M2DConfig(input_size=input_size, patch_size=patch_size,
-                                                       model_name=model_name))
-        return {"ckpt": str(path), "model_config": None}
-    return write
+    found: dict[str, Architecture | None] = {REFERENCE: None}
+    for family in families().values():
+        for arch in family.architectures:
+            found[arch.name] = arch
+    return found
 
 
-def _melhubert(frame_period_ms):
-    def write(directory: Path) -> dict:
-        from .upstreams.melhubert import testing
-        from .upstreams.melhubert.config import MelHuBERTConfig
+def _family_of(arch: Architecture):
+    from .upstreams.common.family import family_of_entry
 
-        path = directory / "melhubert.ckpt"
-        if not path.exists():
-            testing.write_official_checkpoint(path, MelHuBERTConfig(feat_emb_dim=4 * frame_period_ms),
-                                              optimizer_state=False)
-        return {"ckpt": str(path), "model_config": None}
-    return write
-
-
-def _student(published, flavour):
-    def write(directory: Path) -> dict:
-        from .upstreams.armhubert import testing
-        from .upstreams.armhubert.config import PUBLISHED
-
-        path = directory / "release.ckpt"
-        if not path.exists():
-            testing.write_release_checkpoint(path, PUBLISHED[published], flavour, final_proj=flavour == "star")
-        return {"ckpt": str(path), "model_config": None}
-    return write
-
-
-def _dasheng(embed_dim, depth, heads):
-    def write(directory: Path) -> dict:
-        from .upstreams.dasheng import testing
-        from .upstreams.dasheng.model import DashengConfig
-
-        path = directory / "dasheng.pt"
-        if not path.exists():
-            config = DashengConfig(embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_hidden_dim=4 * embed_dim)
-            testing.write_pip_checkpoint(testing.random_encoder(config), path)
-        return {"ckpt": str(path), "model_config": None}
-    return write
-
-
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("hubert_base_reference", None, None, None),
-    Architecture("m2d_vit_base_16x16", "m2d_local", _m2d((80, 608), (16, 16), "m2d_vit_base"), "m2d_local"),
-    Architecture("m2d_s_vit_base_80x2", "m2d_local", _m2d((80, 400), (80, 2), "m2d_s_vit_base"), "m2d_local"),
-    Architecture("melhubert_20ms", "melhubert_local", _melhubert(20), "melhubert_local"),
-    Architecture("melhubert_10ms", "melhubert_local", _melhubert(10), "melhubert_local"),
-    Architecture("armhubert", "armhubert_local", _student("ARMHuBERT", "arm"), "armhubert_local"),
-    Architecture("armhubert_s", "armhubert_local", _student("ARMHuBERT-S", "arm"), "armhubert_local"),
-    Architecture("maskhubert", "maskhubert_local", _student("MaskHuBERT", "arm"), "maskhubert_local"),
-    Architecture("starhubert", "starhubert_local", _student("STaRHuBERT", "star"), "starhubert_local"),
-    Architecture("starhubert_l", "starhubert_local", _student("STaRHuBERT-L", "star"), "starhubert_local"),
-    Architecture("dasheng_base", "dasheng_local", _dasheng(768, 12, 12), "dasheng_local"),
-    Architecture("dasheng_06B", "dasheng_local", _dasheng(1280, 32, 16), "dasheng_local", large=True),
-    Architecture("dasheng_12B", "dasheng_local", _dasheng(1536, 40, 24), "dasheng_local", large=True),
-)}
+    return family_of_entry(arch.entry)
 
 
 def _tiny_reference():
@@ -138,19 +79,17 @@ def _build(spec: dict):
     if spec.get("entry_checkpoint"):
         entry, ckpt, config = spec["entry_checkpoint"]
         return getattr(hub, entry)(ckpt=ckpt, model_config=config)
-    arch = ARCHITECTURES[spec["arch"]]
-    if arch.entry is None:
+    arch = architectures()[spec["arch"]]
+    if arch is None:
         return _tiny_reference() if spec["tiny"] else HubertBaseReference()
     directory = Path(spec["work_dir"]) / ("tiny" if spec["tiny"] else "full") / arch.name
     directory.mkdir(parents=True, exist_ok=True)
+    family = _family_of(arch)
     if spec["tiny"]:
-        import importlib
-
-        family = hub.ENTRY_FAMILY[arch.tiny_entry]
-        testing = importlib.import_module(f"s3prl_plugins.upstreams.{family}.testing")
-        paths = testing.make_checkpoint(arch.tiny_entry, directory)
-        return getattr(hub, arch.tiny_entry)(**paths)
-    return getattr(hub, arch.entry)(**arch.write_full(directory))
+        paths = family.resolve(family.test_checkpoint)(arch.entry, directory)
+    else:
+        paths = family.resolve(arch.writer)(directory)
+    return getattr(hub, arch.entry)(**paths)
 
 
 def measure(spec: dict) -> dict:
@@ -305,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "through the real entries) and a HuBERT Base reference: params, MACs/s, latency, "
                     "throughput and peak memory on CPU and CUDA. Writes bench.md/.csv/.json (+ bench.png "
                     "with matplotlib).",
-        epilog="architectures: " + ", ".join(ARCHITECTURES) + "\nexamples:\n"
+        epilog="architectures: " + ", ".join(architectures()) + "\nexamples:\n"
                "  python -m s3prl_plugins.bench -o bench_out\n"
                "  python -m s3prl_plugins.bench --archs hubert_base_reference,melhubert_20ms --devices cpu\n"
                "  python -m s3prl_plugins.bench --archs none --checkpoint melhubert_local my.ckpt",
@@ -336,16 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(measure(json.loads(args.worker))))
         return 0
     if args.archs == "default":
-        archs = [name for name, arch in ARCHITECTURES.items() if not arch.large]
+        archs = [name for name, arch in architectures().items() if arch is None or not arch.large]
     elif args.archs == "all":
-        archs = list(ARCHITECTURES)
+        archs = list(architectures())
     elif args.archs == "none":
         archs = []
     else:
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
-        unknown = [a for a in archs if a not in ARCHITECTURES]
+        unknown = [a for a in archs if a not in architectures()]
         if unknown:
-            parser.error(f"unknown architecture(s) {unknown}; known: {', '.join(ARCHITECTURES)}")
+            parser.error(f"unknown architecture(s) {unknown}; known: {', '.join(architectures())}")
     for item in args.checkpoint:
         if len(item) not in (2, 3):
             parser.error(f"--checkpoint takes ENTRY CKPT [MODEL_CONFIG], got {item}")

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import subprocess
 import sys
@@ -59,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import hub
     from ._cli import s3prl_package_dir
+    from .upstreams.common.family import make_test_checkpoint
     from .data import make_ic, make_ks
 
     if args.entry not in hub.__all__:
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     data = {"ks": make_ks(out / "data" / "speech_commands"), "ic": make_ic(out / "data" / "fluent_speech_commands")}
     print(f"generated KS and IC speech in {out / 'data'}")
-    testing = importlib.import_module(f"s3prl_plugins.upstreams.{hub.ENTRY_FAMILY[args.entry]}.testing")
-    spec = testing.make_checkpoint(args.entry, out / "checkpoint")
+    spec = make_test_checkpoint(args.entry, out / "checkpoint")
     upstream = ["-u", args.entry]
     if spec.get("ckpt"):
         upstream += ["-k", str(spec["ckpt"])]

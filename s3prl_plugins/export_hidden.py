@@ -26,6 +26,7 @@ import importlib.util
 import os
 import re
 import shutil
+import string
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,8 @@ UPSTREAMS_DIR = Path(__file__).resolve().parent.parent / "upstreams"
 FORMAT = "s3prl_plugins.export_hidden/1"
 #: files of a family folder that the exported model does not need
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "testing.py")
+#: the programs written into the folder (package data: expert.py is a string.Template)
+_PROGRAMS = Path(__file__).resolve().parent / "hidden_set"
 _PROBE_SECONDS = 1.3
 _PROBE_SEED = 1234
 
@@ -119,155 +122,7 @@ def _requirements(modules: set[str]) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
-_EXPERT = '''\
-"""SUPERB hidden-set upstream: {entry} exported by s3prl-plugins (self-contained; needs only
-the packages in requirements.txt). Usage: UpstreamExpert(ckpt="./model.pt")."""
-from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-import torch
-from torch import nn
-
-HERE = Path(__file__).resolve().parent
-PACKAGE = "{package}"
-FORMAT = "{format}"
-
-
-def _import_package():
-    """Register the private model package that model.pt's pickled classes refer to."""
-    if PACKAGE in sys.modules:
-        return sys.modules[PACKAGE]
-    spec = importlib.util.spec_from_file_location(
-        PACKAGE, HERE / PACKAGE / "__init__.py", submodule_search_locations=[str(HERE / PACKAGE)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _resolve(ckpt) -> Path:
-    path = Path(ckpt)
-    if not path.exists() and not path.is_absolute() and (HERE / path).exists():
-        path = HERE / path  # "./model.pt" relative to this folder, whatever the working directory
-    if not path.is_file():
-        raise FileNotFoundError(f"{{ckpt}} not found: pass the model.pt of this folder ({{HERE / 'model.pt'}})")
-    return path
-
-
-class UpstreamExpert(nn.Module):
-    """forward(list of 1-D 16 kHz float tensors) -> dict with hidden_states / last_hidden_state."""
-
-    def __init__(self, ckpt: str = "./model.pt", model_config: str | None = None, **kwargs):
-        super().__init__()
-        _import_package()
-        payload = torch.load(_resolve(ckpt), map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{{ckpt}} is not a model.pt written by s3prl-plugins' export_hidden ({{FORMAT}})")
-        self.entry = payload["entry"]
-        self.upstream = payload["upstream"]
-
-    def get_downsample_rates(self, key: str) -> int:
-        return self.upstream.get_downsample_rates(key)
-
-    def forward(self, wavs):
-        return self.upstream(wavs)
-'''
-
-_CHECK = '''\
-"""Standalone forward checks of this folder's UpstreamExpert (what s3prl's test/test_upstream.py
-and the Featurizer require). Run: python check_expert.py   (exit status 0 = all passed)."""
-import importlib.util
-import sys
-from pathlib import Path
-
-import torch
-
-HERE = Path(__file__).resolve().parent
-RATE = 16000
-
-
-def load_expert():
-    spec = importlib.util.spec_from_file_location("_hidden_set_expert", HERE / "expert.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.UpstreamExpert(ckpt=str(HERE / "model.pt"))
-
-
-def pseudo_wavs(seconds, seed):
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(int(s * RATE), generator=generator) for s in seconds]
-
-
-def hidden_states(model, wavs):
-    out = model(wavs)
-    assert isinstance(out, dict), f"forward must return a dict, got {type(out).__name__}"
-    hs = out.get("hidden_states")
-    assert isinstance(hs, (list, tuple)) and len(hs) > 0, "'hidden_states' must be a non-empty list"
-    rate = model.get_downsample_rates("hidden_states")
-    rate = rate[0] if isinstance(rate, (list, tuple)) else rate
-    assert isinstance(rate, int) and rate > 0, f"get_downsample_rates gave {rate!r}"
-    max_len = max(len(w) for w in wavs)
-    expected = len(range(0, max_len, rate))
-    for i, h in enumerate(hs):
-        assert h.dim() == 3 and h.shape[0] == len(wavs), f"hidden_states[{i}] has shape {tuple(h.shape)}"
-        assert h.shape == hs[0].shape, f"hidden_states[{i}] {tuple(h.shape)} != hidden_states[0] {tuple(hs[0].shape)}"
-        assert h.shape[1] == expected, f"{h.shape[1]} frames for {max_len} samples at rate {rate}; expected {expected}"
-        assert torch.isfinite(h).all(), f"hidden_states[{i}] has NaN/Inf"
-    assert "last_hidden_state" not in out or out["last_hidden_state"].shape == hs[-1].shape
-    return hs
-
-
-def main():
-    torch.manual_seed(0)
-    model = load_expert().eval()
-    payload = torch.load(HERE / "model.pt", map_location="cpu", weights_only=False)
-    probe = payload["probe"]
-    checks = []
-    with torch.no_grad():
-        hs = hidden_states(model, [probe["wav"]])
-        assert len(hs) == len(probe["hidden_states"]), "layer count differs from the exporting environment"
-        worst = 0.0
-        for h, ref in zip(hs, probe["hidden_states"]):
-            worst = max(worst, ((h - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item())
-        assert worst < 1e-4, f"output differs from the original upstream (max relative error {worst:.2e})"
-        checks.append(f"matches the original upstream (max rel. error {worst:.1e})")
-
-        wavs = pseudo_wavs([1.0, 1.7, 0.6], seed=1)
-        first = hidden_states(model, wavs)
-        again = hidden_states(model, wavs)
-        assert all(torch.allclose(a, b) for a, b in zip(first, again)), "eval-mode output is not deterministic"
-        for seed in (2, 3):
-            assert len(hidden_states(model, pseudo_wavs([0.8, 1.2], seed))) == len(first), "layer count varies (eval)"
-        checks.append(f"deterministic in eval mode; {len(first)} layers")
-        hidden_states(model, pseudo_wavs([1.0], seed=4))
-        checks.append("1 s probe (Featurizer init)")
-    model.train()
-    with torch.no_grad():
-        for seed in (5, 6):
-            assert len(hidden_states(model, pseudo_wavs([0.8, 1.2], seed))) == len(first), "layer count varies (train)"
-    checks.append("same layer count in train mode")
-    with torch.autograd.set_detect_anomaly(True):
-        for seconds in ([0.05], [0.05, 0.05], [0.05, 0.5, 1.0]):
-            wavs = [w.requires_grad_() for w in pseudo_wavs(seconds, seed=7)]
-            total = sum(h.sum() for h in hidden_states(model, wavs))
-            total.backward()
-            assert all(w.grad is not None for w in wavs), "no gradient reaches the input"
-    checks.append("forward + backward on 0.05 s inputs, batches of 1-3, mixed lengths")
-    for line in checks:
-        print("ok:", line)
-    print(f"all checks passed for {payload['entry']}")
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as error:
-        print(f"FAILED: {error}", file=sys.stderr)
-        sys.exit(1)
-'''
 
 
 def _probe(model) -> dict:
@@ -339,8 +194,9 @@ def export_hidden(entry: str, out_dir: str | Path, *, ckpt: str | None = None, m
     finally:
         _forget(package)
 
-    (out_dir / "expert.py").write_text(_EXPERT.format(entry=entry, package=package, format=FORMAT))
-    (out_dir / "check_expert.py").write_text(_CHECK)
+    expert = string.Template((_PROGRAMS / "expert.py").read_text())
+    (out_dir / "expert.py").write_text(expert.substitute(entry=entry, package=package, format=FORMAT))
+    shutil.copyfile(_PROGRAMS / "check_expert.py", out_dir / "check_expert.py")
     requirements = _requirements(_third_party_imports(target))
     (out_dir / "requirements.txt").write_text("\n".join(requirements) + "\n")
     return out_dir

@@ -110,20 +110,12 @@ def temporary_path(path: Path) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write via the one temporary name of ``path``, then rename: never a half-written file, and a
+    killed run's leftover is where the next run looks (the permissions of a file it replaces kept)."""
+    from .upstreams.common.files import atomic_write as write
+
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write(path, data, temporary=temporary_path(path), mode=mode)
 
 
 def remove_leftovers(package: Path) -> list[Path]:
@@ -379,35 +371,45 @@ def _remove_backups(package: Path) -> None:
         backup_dir.rmdir()
 
 
-def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
-    manifest = read_manifest(package)
+def _our_blocks(package: Path, manifest: dict | None, log) -> dict[str, tuple[Path, bytes, bytes]]:
+    """Files with our marked block: rel -> (path, current bytes, bytes without the block); a block
+    edited since the install is the user's and left."""
     edits = {}
     for edit in MARKED_EDITS:
         target = package / edit.rel
-        if target.is_file():
-            current = target.read_bytes()
-            stripped, found = strip_block(current, edit.begin, edit.end)
-            recorded_block = (manifest or {}).get("blocks", {}).get(edit.rel)
-            if found and recorded_block and sha256(block_of(current, edit.begin, edit.end)) != recorded_block:
-                log(f"  keep {edit.rel}: its s3prl-plugins block was edited since the install; remove it by hand")
-                continue
-            if found:
-                edits[edit.rel] = (target, current, stripped)
-    if manifest is None and not edits:
-        # an install killed before it wrote its manifest leaves at most a temporary file and backups
-        stray = ([] if dry_run else remove_leftovers(package)) + [
-            p for p in (package / BACKUP_DIR / f"{e.rel}.orig" for e in MARKED_EDITS) if p.is_file()]
-        if not dry_run:
-            _remove_backups(package)
-        if stray:
-            log(f"removed what an interrupted install left in {package}: "
-                + ", ".join(str(p.relative_to(package)) for p in stray))
-            return True
-        log(f"s3prl-plugins is not installed in {package}; nothing to remove.")
-        return False
+        if not target.is_file():
+            continue
+        current = target.read_bytes()
+        stripped, found = strip_block(current, edit.begin, edit.end)
+        recorded_block = (manifest or {}).get("blocks", {}).get(edit.rel)
+        if found and recorded_block and sha256(block_of(current, edit.begin, edit.end)) != recorded_block:
+            log(f"  keep {edit.rel}: its s3prl-plugins block was edited since the install; remove it by hand")
+            continue
+        if found:
+            edits[edit.rel] = (target, current, stripped)
+    return edits
+
+
+def _undo_interrupted(package: Path, dry_run: bool, log) -> bool:
+    """No manifest and no block: an install killed before its manifest leaves at most a temporary
+    file and backups."""
+    stray = ([] if dry_run else remove_leftovers(package)) + [
+        p for p in (package / BACKUP_DIR / f"{e.rel}.orig" for e in MARKED_EDITS) if p.is_file()]
+    if not dry_run:
+        _remove_backups(package)
+    if stray:
+        log(f"removed what an interrupted install left in {package}: "
+            + ", ".join(str(p.relative_to(package)) for p in stray))
+        return True
+    log(f"s3prl-plugins is not installed in {package}; nothing to remove.")
+    return False
+
+
+def _restores(package: Path, manifest: dict | None, edits: dict, unverified: list[str], log) -> dict[Path, bytes]:
+    """The bytes each edited file goes back to: its backup when nothing else changed, else the
+    file without our block."""
     restores: dict[Path, bytes] = {}
-    unverified: list[str] = []
-    for rel, (target, current, stripped) in edits.items():
+    for rel, (target, _, stripped) in edits.items():
         backup = package / BACKUP_DIR / f"{rel}.orig"
         recorded = (manifest or {}).get("edited", {}).get(rel)
         restored = stripped
@@ -419,6 +421,11 @@ def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
         else:
             unverified.append(f"{rel} (no backup to compare with: only our block is removed)")
         restores[target] = restored
+    return restores
+
+
+def _added_files(package: Path, manifest: dict | None, unverified: list[str]) -> tuple[list[Path], list[str]]:
+    """(files to remove, files changed since the install and therefore kept)."""
     if manifest is not None:
         created = dict(manifest.get("created", {}))
     else:  # no manifest: our added files are the ones whose content is exactly what we ship
@@ -436,6 +443,17 @@ def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
             removes.append(path)
         else:
             kept.append(rel)
+    return removes, kept
+
+
+def uninstall(package: Path, *, dry_run: bool = False, log=print) -> bool:
+    manifest = read_manifest(package)
+    edits = _our_blocks(package, manifest, log)
+    if manifest is None and not edits:
+        return _undo_interrupted(package, dry_run, log)
+    unverified: list[str] = []
+    restores = _restores(package, manifest, edits, unverified, log)
+    removes, kept = _added_files(package, manifest, unverified)
     log(("would remove" if dry_run else "removing") + f" s3prl-plugins from {package}:")
     for target in restores:
         log(f"  restore {target.relative_to(package)}")

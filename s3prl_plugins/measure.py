@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import resource
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -29,17 +28,17 @@ def synchronize(device) -> None:
 
 
 def time_calls(fn: Callable[[], object], *, repeats: int, warmup: int = 1, device="cpu") -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls, measured with
+    ``torch.utils.benchmark.Timer`` (which synchronises CUDA around each timing) at the current
+    thread count."""
+    import torch
+    from torch.utils import benchmark
+
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+    synchronize(device)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return [timer.timeit(number=1).raw_times[0] for _ in range(repeats)]
 
 
 def rss_bytes(field: str = "VmHWM") -> int:

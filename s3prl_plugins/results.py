@@ -16,7 +16,6 @@ import csv
 import io
 import math
 import re
-import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,30 +127,17 @@ def _read_yaml(path: Path) -> dict:
 
 def read_tensorboard_series(expdir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the tensorboard event files of ``expdir``: ``{tag: [(step, value), ...]}``
-    in file order.
-
-    Reads the TFRecord framing directly (8-byte length, 4-byte crc, payload, 4-byte crc) and
-    parses each payload with tensorboardX's Event protobuf, which s3prl's runner already needs.
-    """
+    in file order (tensorboard's ``EventAccumulator``, all events kept)."""
     try:
-        from tensorboardX.proto import event_pb2
+        from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
     except ImportError:  # the runner could not have run without it; be lenient anyway
         return {}
     series: dict[str, list[tuple[int, float]]] = {}
     for path in sorted(expdir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
-        data = path.read_bytes()
-        offset = 0
-        while offset + 12 <= len(data):
-            (length,) = struct.unpack_from("<Q", data, offset)
-            start, end = offset + 12, offset + 12 + length
-            if end + 4 > len(data):
-                break  # a file still being written
-            event = event_pb2.Event()
-            event.ParseFromString(data[start:end])
-            for value in event.summary.value:
-                if value.HasField("simple_value"):
-                    series.setdefault(value.tag, []).append((event.step, value.simple_value))
-            offset = end + 4
+        events = EventAccumulator(str(path), size_guidance={SCALARS: 0})
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in events.Scalars(tag))
     return series
 
 

@@ -17,7 +17,6 @@ output lengths, finite features, and gradients in the upstream. Exit status 0 = 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 import time
@@ -31,10 +30,9 @@ def check(entry: str, folder: Path) -> str:
     import torch
     from espnet2.asr.frontend.s3prl import S3prlFrontend
 
-    from s3prl_plugins import hub
+    from s3prl_plugins.upstreams.common.family import make_test_checkpoint
 
-    testing = importlib.import_module(f"s3prl_plugins.upstreams.{hub.ENTRY_FAMILY[entry]}.testing")
-    spec = testing.make_checkpoint(entry, folder)
+    spec = make_test_checkpoint(entry, folder)
     conf = {"upstream": entry, "path_or_url": str(spec["ckpt"])}
     if spec.get("model_config") is not None:
         conf["extra_conf"] = {"model_config": str(spec["model_config"])}

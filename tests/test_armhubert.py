@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import yaml
 
 from s3prl_plugins.upstreams.armhubert import hubconf
-from s3prl_plugins.upstreams.armhubert.config import ARM, PUBLISHED, STAR, student_config
-from s3prl_plugins.upstreams.armhubert.model import StudentModel
+from s3prl_plugins.upstreams.common.student.config import ARM, PUBLISHED, STAR, student_config
+from s3prl_plugins.upstreams.common.student.model import StudentModel
 from s3prl_plugins.upstreams.armhubert.releases import RELEASES
 from s3prl_plugins.upstreams.armhubert.testing import (
     make_checkpoint,

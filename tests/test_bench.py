@@ -30,10 +30,13 @@ def test_bench_tiny_run(tmp_path):
 
 
 def test_every_architecture_has_a_loader():
-    for name, arch in bench.ARCHITECTURES.items():
-        if arch.entry is not None:
-            assert arch.entry in hub.__all__ and arch.tiny_entry in hub.__all__, name
-            assert arch.write_full is not None
+    from s3prl_plugins.upstreams.common.family import family_of_entry
+
+    for name, arch in bench.architectures().items():
+        if arch is not None:
+            family = family_of_entry(arch.entry)
+            assert arch.entry in hub.__all__, name
+            assert callable(family.resolve(arch.writer)) and callable(family.resolve(family.test_checkpoint)), name
 
 
 def test_bad_arguments(capsys):

@@ -14,9 +14,10 @@ from s3prl_plugins.upstreams.common.config import ConfigError
 from s3prl_plugins.upstreams.common.inputs import UpstreamInputError
 from s3prl_plugins.upstreams.dasheng import hubconf
 from s3prl_plugins.upstreams.dasheng.testing import (
-    TINY_CONFIG, make_checkpoint, official_state_dict, random_encoder, write_hf_checkpoint, write_pip_checkpoint,
+    TINY_CONFIG, make_checkpoint, random_encoder, write_hf_checkpoint, write_pip_checkpoint,
 )
-from s3prl_plugins.upstreams.dasheng.variants import VARIANTS
+from s3prl_plugins.upstreams.dasheng.formats import to_official_keys
+from s3prl_plugins.upstreams.dasheng.releases import RELEASES as VARIANTS
 
 SR = 16000
 
@@ -85,7 +86,7 @@ def tiny(tmp_path_factory):
     model = random_encoder(TINY_CONFIG, seed=3)
     pip = write_pip_checkpoint(model, directory / "tiny.pt")
     hf = write_hf_checkpoint(model, directory / "hf")
-    return {"pip": str(pip), "hf": str(hf), "sd": official_state_dict(model), "dir": directory}
+    return {"pip": str(pip), "hf": str(hf), "sd": to_official_keys(model.state_dict()), "dir": directory}
 
 
 def wave(seconds, seed=0, scale=0.1):
@@ -122,7 +123,7 @@ def test_huggingface_format_equals_pip_format(tiny):
 
 
 def test_sizes_come_from_shapes_not_from_stored_config(tmp_path):
-    from s3prl_plugins.upstreams.dasheng.model import DashengConfig
+    from s3prl_plugins.upstreams.dasheng.config import DashengConfig
 
     cfg = DashengConfig(embed_dim=192, depth=3, num_heads=3, mlp_hidden_dim=384, chunk_patches=40)
     path = write_pip_checkpoint(random_encoder(cfg), tmp_path / "odd.pt")

@@ -14,7 +14,7 @@ import torch
 dasheng_pretrained = pytest.importorskip("dasheng.pretrained.pretrained")
 
 from s3prl_plugins.upstreams.dasheng import hubconf  # noqa: E402
-from s3prl_plugins.upstreams.dasheng.model import DashengConfig  # noqa: E402
+from s3prl_plugins.upstreams.dasheng.config import DashengConfig  # noqa: E402
 from s3prl_plugins.upstreams.dasheng.testing import random_encoder, write_hf_checkpoint  # noqa: E402
 
 

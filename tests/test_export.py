@@ -46,8 +46,9 @@ def test_export_loads_alone_and_matches(entry, tmp_path):
     folder = export_hidden(entry, tmp_path / "hidden", **paths)
     package = export.package_name(entry)
     assert {p.name for p in folder.iterdir()} == {"expert.py", "model.pt", "requirements.txt", "check_expert.py", package}
-    if entry == "starhubert_local":  # STaR reuses ARMHuBERT's student: the copy follows the import
-        assert (folder / package / "armhubert" / "model.py").is_file()
+    if entry == "starhubert_local":  # STaR shares ARMHuBERT's student (common/student): the copy holds it
+        assert (folder / package / "common" / "student" / "model.py").is_file()
+        assert not (folder / package / "armhubert").exists()
     assert not list(folder.rglob("testing.py"))
     requirements = (folder / "requirements.txt").read_text().split()
     assert requirements[0] == f"torch=={torch.__version__.split('+')[0]}"

@@ -19,7 +19,7 @@ import torchaudio
 from s3prl_plugins.upstreams.common.checkpoint import CheckpointError, cached_download_path
 from s3prl_plugins.upstreams.common.inputs import UpstreamInputError
 from s3prl_plugins.upstreams.m2d import hubconf, testing
-from s3prl_plugins.upstreams.m2d.importers import parse_release_name
+from s3prl_plugins.upstreams.m2d.config import parse_release_name
 from s3prl_plugins.upstreams.m2d.model import M2DModel
 from s3prl_plugins.upstreams.m2d.norm_stats import SUPERB_TASK_STATS, RunningLogMelStats
 

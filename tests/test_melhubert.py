@@ -19,8 +19,8 @@ from s3prl_plugins.upstreams.common.checkpoint import CheckpointError, cached_do
 from s3prl_plugins.upstreams.common.inputs import UpstreamInputError
 from s3prl_plugins.upstreams.melhubert import hubconf, testing
 from s3prl_plugins.upstreams.melhubert.config import MelHuBERTConfig
-from s3prl_plugins.upstreams.melhubert.stats import load_stats
-from s3prl_plugins.upstreams.melhubert.variants import RELEASED
+from s3prl_plugins.upstreams.melhubert.config import load_stats
+from s3prl_plugins.upstreams.melhubert.releases import RELEASES as RELEASED
 
 from .test_melhubert_frontend import _official_features
 

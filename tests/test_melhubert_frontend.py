@@ -6,8 +6,8 @@ import torch
 import torchaudio
 
 from s3prl_plugins.upstreams.common.fbank import KaldiFbank, kaldi_mel_banks
-from s3prl_plugins.upstreams.melhubert.frontend import MelHuBERTFrontEnd
-from s3prl_plugins.upstreams.melhubert.stats import load_stats
+from s3prl_plugins.upstreams.melhubert.config import load_stats
+from s3prl_plugins.upstreams.melhubert.model import MelHuBERTFrontEnd
 
 LENGTHS = (400, 401, 559, 560, 4800, 16000, 16001, 12345)
 

@@ -108,8 +108,8 @@ def test_training_features_equal_the_upstream_front_end(melhubert_data, frame_pe
     """What the recipe trains on (fbank .npy -> stats -> pairs) is what melhubert_local computes
     from the waveform at inference."""
     from s3prl_plugins.pretrain.data import load_audio
-    from s3prl_plugins.upstreams.melhubert.frontend import MelHuBERTFrontEnd
-    from s3prl_plugins.upstreams.melhubert.stats import load_stats
+    from s3prl_plugins.upstreams.melhubert.config import load_stats
+    from s3prl_plugins.upstreams.melhubert.model import MelHuBERTFrontEnd
 
     stats = load_stats(str(melhubert_data["stats"]))
     front_end = MelHuBERTFrontEnd(frame_period_ms, stats)
@@ -273,13 +273,13 @@ def test_stage2_labels_come_from_the_stage1_layer(melhubert_data, melhubert_runs
     """Stage-2 labels = nearest centroid of layer 2 of the exported stage-1 model as
     melhubert_local computes it from the waveform; 20 ms labels repeated to 10 ms."""
     from s3prl_plugins.pretrain.data import load_audio
-    from s3prl_plugins.upstreams.melhubert.expert import from_checkpoint
+    from s3prl_plugins.upstreams.melhubert.upstream import build
 
     meta = json.loads(melhubert_runs["km2"].with_suffix(".json").read_text())
     assert meta["source"] == "layer" and meta["layer"] == 2 and meta["dim"] == 32 and meta["frame_period_ms"] == 20
     # normalised with the statistics the stage-1 model was trained with (its export's copy)
     assert meta["stats"] == str(melhubert_runs["ckpt1"].parent / "mean-std.npy")
-    upstream = from_checkpoint(melhubert_runs["ckpt1"], {"stats": str(melhubert_data["stats"])}).eval()
+    upstream = build("melhubert_local", melhubert_runs["ckpt1"], {"stats": str(melhubert_data["stats"])}).eval()
     centroids = torch.from_numpy(np.load(melhubert_runs["km2"]))
     features = {r["key"]: r for r in csv.DictReader(open(melhubert_data["features_csv"]))}
     agree = total = 0
@@ -301,7 +301,7 @@ def test_stage2_labels_come_from_the_stage1_layer(melhubert_data, melhubert_runs
 
 def test_export_is_the_official_runner_layout(melhubert_data, melhubert_runs):
     from s3prl_plugins.upstreams.common.checkpoint import load_checkpoint
-    from s3prl_plugins.upstreams.melhubert.checkpoint import read_melhubert_checkpoint
+    from s3prl_plugins.upstreams.melhubert.formats import read_melhubert_checkpoint
 
     folder = melhubert_runs["export2"]
     assert sorted(p.name for p in folder.iterdir()) == ["mean-std.npy", "melhubert_20ms-step10.ckpt",

@@ -134,12 +134,12 @@ def test_dasheng_exports_the_average_of_the_best_states(pretrain_data, tmp_path,
     # Dasheng's average_models: summed worst first, divided by the count
     expected = {k: (states[1][k].clone() + states[0][k]) / 2.0 for k in states[0] if states[0][k].is_floating_point()}
 
-    from s3prl_plugins.pretrain.dasheng import official_encoder_state
+    from s3prl_plugins.upstreams.dasheng.formats import to_official_keys
 
     recipe = get_recipe("dasheng")(copy.deepcopy(cfg))
     model = recipe.build_model()
     model.load_state_dict({**states[0], **expected})
-    want = official_encoder_state(model.encoder)
+    want = to_official_keys(model.encoder.state_dict())
     exported = next((tmp_path / "run" / "export" / "average_best").glob("*.pt"))
     got = torch.load(exported, weights_only=True)["model"]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from s3prl_plugins.upstreams.armhubert.config import ARM, STAR
-from s3prl_plugins.upstreams.armhubert.releases import RELEASES
-from s3prl_plugins.upstreams.armhubert.testing import tiny_distiller, training_yaml, write_release_checkpoint
+from s3prl_plugins.upstreams.common.student.config import ARM, STAR
+from s3prl_plugins.upstreams.starhubert.releases import RELEASES
+from s3prl_plugins.upstreams.common.student.testing import tiny_distiller, training_yaml, write_release_checkpoint
 from s3prl_plugins.upstreams.common.checkpoint import CheckpointError
 from s3prl_plugins.upstreams.starhubert import hubconf
 from s3prl_plugins.upstreams.starhubert.testing import make_checkpoint

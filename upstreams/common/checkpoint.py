@@ -27,6 +27,8 @@ import torch
 
 from s3prl_plugins import compat
 
+from .family import gdrive_url
+
 __all__ = [
     "CheckpointError",
     "MissingCheckpointError",
@@ -61,9 +63,6 @@ def cache_dir() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "s3prl"
 
 
-def gdrive_url(file_id: str) -> str:
-    """Direct-download URL of a public Google Drive file id."""
-    return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
 
 
 def _url_basename(url: str) -> str:
@@ -81,34 +80,51 @@ def cached_download_path(url: str, filename: str | None = None) -> Path:
     return cache_dir() / "download" / f"{digest}.{filename or _url_basename(url)}"
 
 
-def _download(url: str, target: Path, *, local_entry: str | None, what: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "s3prl-plugins"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            kind = response.headers.get("Content-Type", "")
-            from tqdm import tqdm
+_HF_FILE = re.compile(r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<file>.+)$")
 
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar:
-                while True:
-                    block = response.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-                    bar.update(len(block))
-        if kind.startswith("text/html"):
-            raise OSError("the server answered with a web page instead of the file "
-                          "(Google Drive quota or a sign-in page)")
-        os.replace(tmp_name, target)  # atomic: a crash never leaves a half file under the final name
-    except Exception as error:  # network errors, HTTP errors, HTML answers
-        Path(tmp_name).unlink(missing_ok=True)
-        hint = f" and pass it to `-u {local_entry} -k <path>`" if local_entry else ""
-        raise CheckpointError(
-            f"Could not download {what} from {url} ({type(error).__name__}: {error}). "
-            f"Fetch the file by hand, save it as {target}{hint}."
-        ) from error
+
+def _fetch(url: str, target: Path) -> None:
+    """Download ``url`` to ``target`` with the libraries: ``huggingface_hub`` for Hugging Face
+    files (token, retries, resumable), ``torch.hub`` otherwise (a temporary file, then a rename)."""
+    hf = _HF_FILE.match(url.split("?")[0])
+    if hf is not None:
+        from huggingface_hub import hf_hub_download
+
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as folder:
+            fetched = hf_hub_download(hf["repo"], hf["file"], revision=hf["revision"], local_dir=folder)
+            os.replace(fetched, target)
+        return
+    from torch.hub import download_url_to_file
+
+    download_url_to_file(url, str(target), progress=True)
+
+
+def _download(url: str, target: Path, *, local_entry: str | None, what: str, refresh: bool = False) -> None:
+    """Fetch ``url`` into the cache once: a file lock makes the other processes of a distributed
+    run wait and then find the file, instead of downloading it again."""
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if refresh:
+            target.unlink(missing_ok=True)
+        elif target.exists():
+            return
+        try:
+            _fetch(url, target)
+            with open(target, "rb") as handle:
+                head = handle.read(512).lstrip().lower()
+            if head.startswith((b"<!doctype html", b"<html")):
+                target.unlink()
+                raise OSError("the server answered with a web page instead of the file "
+                              "(Google Drive quota or a sign-in page)")
+        except Exception as error:  # network errors, HTTP errors, HTML answers
+            target.unlink(missing_ok=True)
+            hint = f" and pass it to `-u {local_entry} -k <path>`" if local_entry else ""
+            raise CheckpointError(
+                f"Could not download {what} from {url} ({type(error).__name__}: {error}). "
+                f"Fetch the file by hand, save it as {target}{hint}."
+            ) from error
 
 
 def _extract_zip(archive: Path) -> Path:
@@ -148,7 +164,7 @@ def resolve_checkpoint(
     if re.match(r"^https?://", text):
         target = cached_download_path(text, filename)
         if refresh or not target.exists():
-            _download(text, target, local_entry=local_entry, what=what)
+            _download(text, target, local_entry=local_entry, what=what, refresh=refresh)
         path = target
     else:
         path = Path(text).expanduser()
@@ -291,67 +307,18 @@ def load_checkpoint(path: str | os.PathLike, *, family: str = "this model") -> A
 
 
 # ---------------------------------------------------------------------------------------------
-# Telling families apart
+# Telling families apart (each family's fingerprint lives in its formats.py; see family.py)
 # ---------------------------------------------------------------------------------------------
-#: entry to suggest for a detected family
-LOCAL_ENTRY = {
-    "m2d": "m2d_local",
-    "melhubert": "melhubert_local",
-    "armhubert": "armhubert_local",
-    "starhubert": "starhubert_local",
-    "dasheng": "dasheng_local",
-    "hubert": "hubert_local",
-    "wavlm": "wavlm_local",
-    "distilhubert": "distiller_local",
-}
-
-
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Keys that start with ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _tensor_keys(obj: Any) -> list[str]:
-    """Parameter names of the model held by ``obj``, whatever the container layout."""
-    if not isinstance(obj, Mapping):
-        return []
-    for key in ("model", "Model", "state_dict", "Distiller"):
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner:
-            return [str(k) for k in inner.keys()]
-    return [str(k) for k, v in obj.items() if isinstance(v, torch.Tensor)]
-
-
 def detect_family(obj: Any) -> str | None:
     """Best guess of which model family a loaded checkpoint belongs to (None if unknown)."""
-    if isinstance(obj, Mapping):
-        if "Distiller" in obj:
-            return "distilhubert"
-        config = obj.get("Upstream_Config")
-        if isinstance(config, Mapping) and ("melhubert" in config or "hubert" in config):
-            return "melhubert"
-    keys = _tensor_keys(obj)
-    if not keys:
-        return None
-    joined = "\n".join(keys)
-    if "student_model." in joined:
-        return "armhubert" if re.search(r"student_model\.(proj_head|mask_emb)", joined) else "starhubert"
-    if re.search(r"(^|\.)(time_pos_embed|freq_pos_embed)$", joined, re.M):
-        return "dasheng"
-    if re.search(r"(^|\.)patch_embed\.proj\.weight$", joined, re.M) and re.search(r"(^|\.)blocks\.0\.attn\.qkv", joined, re.M):
-        return "m2d"
-    has_cnn = "feature_extractor.conv_layers" in joined
-    if "rel_attn_embed" in joined or "relative_attention_bias" in joined or "grep_linear" in joined:
-        return "wavlm"
-    if has_cnn and re.search(r"(^|\n)proj_head\.", joined):
-        return "armhubert"
-    if not has_cnn and "encoder.pos_conv.0" in joined and "pre_extract_proj" in joined:
-        return "melhubert"
-    if has_cnn and ("label_embs_concat" in joined or "final_proj" in joined and "mask_emb" in joined):
-        return "hubert"
-    if has_cnn and "encoder.layers.0.self_attn" in joined:
-        return "starhubert"
-    return None
+    from .family import detect_family as detect
+
+    return detect(obj)
 
 
 def check_family(obj: Any, expected: str | tuple[str, ...], path: str | os.PathLike, entry: str | None = None) -> None:
@@ -361,6 +328,8 @@ def check_family(obj: Any, expected: str | tuple[str, ...], path: str | os.PathL
     if found is None or found in allowed:
         return
     here = f"-u {entry}" if entry else allowed[0]
-    suggestion = LOCAL_ENTRY.get(found)
+    from .family import local_entry_of
+
+    suggestion = local_entry_of(found)
     use = f"; load it with -u {suggestion}" if suggestion else ""
     raise CheckpointError(f"{path} looks like a {found} checkpoint, not {'/'.join(allowed)} ({here}){use}.")

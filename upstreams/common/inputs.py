@@ -1,7 +1,6 @@
 """Checks and batching of the waveform lists that s3prl hands to an upstream."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -76,18 +75,10 @@ def validate_wavs(wavs: Sequence[Tensor], *, model: str) -> list[Tensor]:
 def pad_wavs(wavs: Sequence[Tensor], min_length: int = 0) -> tuple[Tensor, Tensor]:
     """Right-pad with zeros into ``[B, T]``; ``T >= min_length``. Returns (padded, lengths)."""
     lengths = torch.tensor([w.shape[-1] for w in wavs], dtype=torch.long, device=wavs[0].device)
-    max_len = max(max(w.shape[-1] for w in wavs), min_length)
-    dtype = torch.promote_types(wavs[0].dtype, torch.float32) if len({w.dtype for w in wavs}) > 1 else wavs[0].dtype
-    padded = wavs[0].new_zeros((len(wavs), max_len), dtype=dtype)
-    for row, wav in enumerate(wavs):
-        padded[row, : wav.shape[-1]] = wav
+    if len({w.dtype for w in wavs}) > 1:
+        dtype = torch.promote_types(wavs[0].dtype, torch.float32)
+        wavs = [w.to(dtype) for w in wavs]
+    padded = torch.nn.utils.rnn.pad_sequence(list(wavs), batch_first=True)
+    if padded.shape[-1] < min_length:
+        padded = torch.nn.functional.pad(padded, (0, min_length - padded.shape[-1]))
     return padded, lengths
-
-
-def seconds(num_samples: int, sample_rate: int = 16000) -> str:
-    """Human-readable duration used in error messages."""
-    return f"{num_samples} samples ({num_samples / sample_rate:.3f} s at {sample_rate // 1000} kHz)"
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b) if b else math.inf

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from s3prl_plugins import compat
 
 __all__ = [
+    "PatchEmbed",
     "Workspace",
     "inference_only",
     "feed_forward_in",
@@ -83,6 +84,33 @@ def attention_bias(key_padding_mask: Tensor | None, dtype: torch.dtype) -> Tenso
     return bias[:, None, None, :]
 
 
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``(pf, pt)`` patches of a one-channel spectrogram ``[N, F, T]`` (or
+    ``[N, 1, F, T]``) -> ``[N, F' * T', D]``, frequency-major (token ``f * T' + t``); trailing
+    bins and frames that fill no whole patch are dropped (M2D, Dasheng).
+
+    The weights live in a Conv2d (the checkpoints' ``patch_embed.proj``), but since the patches
+    do not overlap the product is computed as one matrix multiplication: the same numbers, and
+    plain float32 on GPUs too (cuDNN convolutions default to TF32 there, matmuls do not). The
+    input is cast to the weights' dtype (a float32 front end under a bfloat16 encoder).
+    """
+
+    def __init__(self, patch_size: tuple[int, int], embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            x = x[:, 0]
+        n, freq, time = x.shape
+        pf, pt = self.proj.kernel_size
+        rows, cols = freq // pf, time // pt
+        x = x[:, : rows * pf, : cols * pt]
+        patches = x.reshape(n, rows, pf, cols, pt).permute(0, 1, 3, 2, 4).reshape(n, rows * cols, pf * pt)
+        weight = self.proj.weight.reshape(self.proj.out_channels, pf * pt)
+        return F.linear(patches.to(weight.dtype), weight, self.proj.bias)
+
+
 class ViTAttention(nn.Module):
     """timm ``Attention``: fused ``qkv`` projection, ``proj`` output projection."""
 
@@ -94,7 +122,11 @@ class ViTAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None, attend=None) -> Tensor:
+        """``attend`` (optional): a function of the fused ``qkv`` projection that returns the
+        attention output in place of the plain per-sequence attention (M2D's packed chunks)."""
+        if attend is not None:
+            return self.proj(attend(self.qkv(x)))
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
@@ -125,12 +157,13 @@ class ViTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = _MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, bias: Tensor | None = None, workspace: Workspace | None = None) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None, workspace: Workspace | None = None,
+                attend=None) -> Tensor:
         if workspace is None:
-            x = x + self.attn(self.norm1(x), bias)
+            x = x + self.attn(self.norm1(x), bias, attend)
             return x + self.mlp(self.norm2(x))
         # inference: the same sums, the residual added in place, the MLP's hidden in a reused buffer
-        x = self.attn(self.norm1(x), bias).add_(x)
+        x = self.attn(self.norm1(x), bias, attend).add_(x)
         return feed_forward_in(workspace, self.norm2(x), self.mlp.fc1, self.mlp.fc2).add_(x)
 
 

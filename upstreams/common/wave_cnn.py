@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import conv_output_lengths
+from .masks import conv_output_lengths, padding_mask
 
 __all__ = ["ConvSpec", "parse_conv_layers", "WaveformCNN"]
 
@@ -144,7 +144,7 @@ class WaveformCNN(nn.Module):
         frames = wavs.unfold(-1, kernel, stride).double()  # [B, T, k]
         keep = None
         if valid is not None:
-            keep = (torch.arange(frames.shape[1], device=frames.device) < valid[:, None]).unsqueeze(-1).double()
+            keep = (~padding_mask(valid, frames.shape[1])).unsqueeze(-1).double()
             count = keep.sum(1, keepdim=True).clamp(min=1.0)
             mean = (frames * keep).sum(1, keepdim=True) / count  # [B, 1, k]
         else:
@@ -172,7 +172,7 @@ class WaveformCNN(nn.Module):
         elif valid is None:
             var, mean = torch.var_mean(x32, dim=1, correction=0, keepdim=True)
         else:
-            keep = (torch.arange(x.shape[1], device=x.device) < valid[:, None]).unsqueeze(-1).to(x32.dtype)
+            keep = (~padding_mask(valid, x.shape[1])).unsqueeze(-1).to(x32.dtype)
             count = keep.sum(1, keepdim=True).clamp(min=1.0)
             mean = (x32 * keep).sum(1, keepdim=True) / count
             var = (((x32 - mean) * keep) ** 2).sum(1, keepdim=True) / count

@@ -6,9 +6,24 @@ pip/Zenodo ``.pt`` or a Hugging Face ``mispeech/dasheng-*`` folder / ``model.saf
 
 Output: 25 Hz frames (``get_downsample_rates() == 640``); ``hidden_states`` = the embeddings,
 blocks 1..L-1 and the final LayerNorm of block L (= the official output, ``last_hidden_state``).
-
-``-g`` YAML options: ``batch_mode`` (``per_utterance``: each utterance in a padded batch gives
-exactly what it gives alone; ``official``: the pip package's batched ``model(x, x_length)`` with
-its batch-wide top_db floor) and ``dtype`` (``float32`` or ``bfloat16``; the front end stays
-float32).
+``-g`` options: :class:`~.config.DashengOptions`.
 """
+from ..common.family import Architecture, Family, Recipe
+from .releases import RELEASES
+
+FAMILY = Family(
+    name="dasheng",
+    title="Dasheng",
+    package=__name__,
+    entries=("dasheng_local",),
+    releases=RELEASES,
+    local_entry="dasheng_local",
+    entry_docs={"dasheng_local": "Dasheng from a local official checkpoint: -k = the pip/Zenodo .pt file, or a "
+                                 "Hugging Face mispeech/dasheng-* folder / its model.safetensors."},
+    recipes=(Recipe("dasheng", "s3prl_plugins.pretrain.dasheng", "dasheng_base.yaml", "config_runner_dasheng.yaml"),),
+    architectures=(
+        Architecture("dasheng_base", "dasheng_local", "testing:write_full_size_base"),
+        Architecture("dasheng_06B", "dasheng_local", "testing:write_full_size_06B", large=True),
+        Architecture("dasheng_12B", "dasheng_local", "testing:write_full_size_12B", large=True),
+    ),
+)

@@ -6,67 +6,104 @@ independently - positions restart at 0 in every chunk and the last chunk is simp
 each chunk gets separate time and frequency positional embeddings, pre-LN ViT blocks and the final
 LayerNorm. Here all chunks of all utterances run as one batch of ``[B * chunks, 252, D]`` rows
 with a key padding mask, which gives the same numbers as running the chunks one by one.
+
+The front end is torchaudio-style HTK log-mel in dB, then the checkpoint's BatchNorm: the
+official model computes ``AmplitudeToDB(top_db=120)(MelSpectrogram(...)(wav))`` followed by a
+``BatchNorm2d`` over the 64 mel bins (eval statistics stored in the checkpoint). Two details make
+its batched output depend on the batch, and both are per utterance here by default:
+
+* the centred STFT reflect-pads the *batch* end, so a shorter utterance sees zeros instead of its
+  own mirrored tail in its last few frames;
+* ``AmplitudeToDB`` floors at ``max - 120 dB`` with the maximum taken over the whole batch tensor.
+
+``per_utterance=False`` reproduces the official batched behaviour exactly (used for
+``batch_mode="official"``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import Tensor, nn
 
-from ..common.transformer import ViTBlock, Workspace, attention_bias, inference_only
-from .frontend import HOP_LENGTH, DashengFrontEnd
+from ..common.logmel import reflect_pad_per_item
+from ..common.masks import padding_mask
+from ..common.transformer import PatchEmbed, ViTBlock, Workspace, attention_bias, inference_only
+from .config import AMIN, HOP_LENGTH, N_FFT, SAMPLE_RATE, TOP_DB, BN_EPS, DashengConfig
 
-__all__ = ["DashengConfig", "DashengEncoder", "BatchMode"]
+__all__ = ["DashengConfig", "DashengFrontEnd", "DashengEncoder", "BatchMode", "HOP_LENGTH"]
 
 BatchMode = Literal["per_utterance", "official"]
 
 
-@dataclass
-class DashengConfig:
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_hidden_dim: int = 3072
-    n_mels: int = 64
-    #: frames per patch (the patch spans all mel bins)
-    patch_frames: int = 4
-    #: patches per independently encoded chunk (= length of the time positional table)
-    chunk_patches: int = 252
-    layer_norm_eps: float = 1e-6
+class DashengFrontEnd(nn.Module):
+    """Waveforms ``[B, N]`` -> normalised log-mel ``[B, n_mels, 1 + N // 160]`` (float32).
 
-    @property
-    def downsample_rate(self) -> int:
-        return HOP_LENGTH * self.patch_frames
+    Buffers (names map 1:1 to the official ``front_end.0.spectrogram.window``,
+    ``front_end.0.mel_scale.fb`` and ``init_bn.1.*``): ``window`` (periodic Hann, 512),
+    ``mel_fb`` ([257, n_mels], HTK scale, no area norm, 0-8 kHz) and the BatchNorm ``bn``.
+    Official pip checkpoints carry window and filterbank; Hugging Face ones do not, so the
+    torchaudio defaults computed here stay in place.
+    """
 
-    @property
-    def min_samples(self) -> int:
-        """Shortest input that yields one patch (``1 + N // 160 >= patch_frames``)."""
-        return (self.patch_frames - 1) * HOP_LENGTH
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class _PatchEmbed(nn.Module):
-    """``proj`` is the official ``Conv2d(1, D, (n_mels, 4), stride=(n_mels, 4))``."""
-
-    def __init__(self, config: DashengConfig):
+    def __init__(self, n_mels: int = 64):
         super().__init__()
-        kernel = (config.n_mels, config.patch_frames)
-        self.proj = nn.Conv2d(1, config.embed_dim, kernel_size=kernel, stride=kernel)
+        self.n_mels = n_mels
+        self.register_buffer("window", torch.hann_window(N_FFT, periodic=True))
+        fb = torchaudio.functional.melscale_fbanks(
+            n_freqs=N_FFT // 2 + 1, f_min=0.0, f_max=SAMPLE_RATE / 2, n_mels=n_mels,
+            sample_rate=SAMPLE_RATE, norm=None, mel_scale="htk",
+        )
+        self.register_buffer("mel_fb", fb)
+        self.bn = nn.BatchNorm1d(n_mels, eps=BN_EPS, momentum=0.01)
+        #: train mode: False (default) normalises with the stored statistics, so a fine-tuned
+        #: encoder's features do not drift with the batch; True is the official ``BatchNorm2d``
+        #: (batch statistics, running statistics updated with momentum 0.01)
+        self.official_train_batchnorm = False
 
-    def forward(self, spec: Tensor) -> Tensor:
-        """``[B, n_mels, F]`` -> ``[B, F // patch_frames, D]``; trailing frames are dropped."""
-        b, n_mels, frames = spec.shape
-        width = self.proj.kernel_size[1]
-        t = frames // width
-        # A stride-equals-kernel convolution is a matmul over flattened (mel, frame) patches.
-        patches = spec[:, :, : t * width].reshape(b, n_mels, t, width).transpose(1, 2)
-        weight = self.proj.weight.reshape(self.proj.out_channels, -1)
-        return F.linear(patches.reshape(b, t, n_mels * width).to(weight.dtype), weight, self.proj.bias)
+    @staticmethod
+    def num_frames(num_samples: Tensor) -> Tensor:
+        """Frames of the centred STFT: ``1 + N // 160``."""
+        return 1 + torch.div(num_samples, HOP_LENGTH, rounding_mode="floor")
+
+    def forward(self, padded: Tensor, lengths: Tensor, *, per_utterance: bool = True) -> Tensor:
+        device_type = padded.device.type
+        # The STFT has no bf16 kernel and half precision loses the dB floor: always float32.
+        with torch.autocast(device_type=device_type, enabled=False):
+            wav = padded.float()
+            pad = N_FFT // 2
+            if per_utterance:
+                signal = reflect_pad_per_item(wav, lengths, pad)
+            else:
+                signal = F.pad(wav.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+            spec = torch.stft(
+                signal, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
+                window=self.window.float(), center=False, normalized=False, onesided=True,
+                return_complex=True,
+            )
+            power = spec.abs().pow(2.0)  # torchaudio's spectrogram(power=2.0)
+            mel = torch.matmul(power.transpose(-1, -2), self.mel_fb.float()).transpose(-1, -2)
+            db = 10.0 * torch.log10(torch.clamp(mel, min=AMIN))  # ref 1.0 -> no offset
+            if per_utterance:
+                frames = self.num_frames(lengths)
+                beyond = padding_mask(frames, db.shape[-1])
+                peak = db.masked_fill(beyond.unsqueeze(1), float("-inf")).amax(dim=(1, 2))
+            else:
+                peak = db.amax().expand(db.shape[0])
+            db = torch.max(db, (peak - TOP_DB)[:, None, None])
+            if self.training and self.official_train_batchnorm:
+                # the official BatchNorm2d over [B, mels, 1, T]: statistics over batch and time
+                self.bn.num_batches_tracked.add_(1)
+                return F.batch_norm(db, self.bn.running_mean, self.bn.running_var, self.bn.weight.float(),
+                                    self.bn.bias.float(), training=True, momentum=self.bn.momentum, eps=self.bn.eps)
+            # The stored statistics: the features of a pretrained encoder must not drift with the
+            # batch when s3prl fine-tunes it in train mode.
+            return F.batch_norm(
+                db, self.bn.running_mean.float(), self.bn.running_var.float(),
+                self.bn.weight.float(), self.bn.bias.float(), training=False, eps=self.bn.eps,
+            )
 
 
 class DashengEncoder(nn.Module):
@@ -83,7 +120,8 @@ class DashengEncoder(nn.Module):
         d = config.embed_dim
         # ``front_end`` may be built beforehand, e.g. on the CPU while the rest goes to ``meta``.
         self.front_end = front_end if front_end is not None else DashengFrontEnd(config.n_mels)
-        self.patch_embed = _PatchEmbed(config)
+        # the official Conv2d(1, D, (n_mels, 4), stride=(n_mels, 4))
+        self.patch_embed = PatchEmbed((config.n_mels, config.patch_frames), config.embed_dim)
         self.time_pos_embed = nn.Parameter(torch.randn(1, d, 1, config.chunk_patches) * 0.02)
         self.freq_pos_embed = nn.Parameter(torch.randn(1, d, 1, 1) * 0.02)
         self.blocks = nn.ModuleList(
@@ -157,7 +195,7 @@ class DashengEncoder(nn.Module):
             valid_in_chunk = (valid.to(x.device).unsqueeze(1) - starts).clamp(0, width).reshape(-1)
             if keep is not None:
                 valid_in_chunk = valid_in_chunk.index_select(0, keep)
-            padding = torch.arange(width, device=x.device) >= valid_in_chunk.unsqueeze(1)
+            padding = padding_mask(valid_in_chunk, width)
             # Rows without any valid key get a uniform softmax from the finite bias (no NaN).
             bias = attention_bias(padding, x.dtype)
         hidden = [x]

@@ -16,113 +16,16 @@ each utterance alone, without spending work on padding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..common.logmel import LogMelSpectrogram
-from ..common.transformer import ViTBlock, Workspace, attention_bias, feed_forward_in, inference_only
+from ..common.masks import padding_mask
+from .config import DEFAULT_STATS, FRONT_ENDS, INPUT_SAMPLE_RATE, M2DConfig
+from ..common.transformer import PatchEmbed, ViTBlock, Workspace, attention_bias, inference_only
 
-__all__ = ["M2DConfig", "FRONT_ENDS", "M2DEncoder", "M2DModel"]
-
-#: log-mel parameters of the official runtime per input sample rate (80 mel bins, 10 ms hop).
-FRONT_ENDS = {
-    16000: dict(sample_rate=16000, n_fft=400, win_length=400, hop_length=160, n_mels=80, f_min=50.0, f_max=8000.0),
-    32000: dict(sample_rate=32000, n_fft=800, win_length=800, hop_length=320, n_mels=80, f_min=50.0, f_max=16000.0),
-}
-
-#: s3prl feeds 16 kHz audio; 32 kHz models get it resampled inside the upstream.
-INPUT_SAMPLE_RATE = 16000
-
-
-@dataclass(frozen=True)
-class M2DConfig:
-    """Shape of one M2D model.
-
-    ``input_size`` is (mel bins, unit frames): the spectrogram size the model was trained on,
-    which is also the chunk length at inference. ``patch_size`` is (frequency, time) in bins
-    and frames. ``model_name`` is the official class name (``m2d_vit_base``, ``m2d_s_vit_base``,
-    ...), kept for messages.
-    """
-
-    input_size: tuple[int, int] = (80, 608)
-    patch_size: tuple[int, int] = (16, 16)
-    sample_rate: int = 16000
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    model_name: str = "m2d_vit_base"
-    extra: tuple[str, ...] = field(default=())
-
-    def __post_init__(self):
-        n_mels, unit = self.input_size
-        pf, pt = self.patch_size
-        if n_mels != 80:
-            raise ValueError(f"M2D models take 80 mel bins, got input_size {self.input_size}")
-        if pf <= 0 or pt <= 0 or n_mels % pf:
-            raise ValueError(f"patch_size {self.patch_size} does not tile {n_mels} mel bins")
-        if unit < pt:
-            raise ValueError(f"input_size {self.input_size} is shorter than one patch {self.patch_size}")
-        if self.sample_rate not in FRONT_ENDS:
-            raise ValueError(f"sample_rate must be one of {sorted(FRONT_ENDS)}, got {self.sample_rate}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """(F', T'_unit): patches along frequency and along one unit chunk."""
-        return self.input_size[0] // self.patch_size[0], self.input_size[1] // self.patch_size[1]
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.embed_dim * self.grid_size[0]
-
-    @property
-    def hop_samples_16k(self) -> int:
-        """Input samples (16 kHz) per log-mel frame: 160 for every model (10 ms)."""
-        return INPUT_SAMPLE_RATE // 100
-
-    @property
-    def downsample_rate(self) -> int:
-        """Input samples (16 kHz) per output frame: 10 ms times the patch width."""
-        return self.hop_samples_16k * self.patch_size[1]
-
-    def describe(self) -> str:
-        n_mels, unit = self.input_size
-        pf, pt = self.patch_size
-        return (f"{self.model_name} input {n_mels}x{unit} patch {pf}x{pt} {self.sample_rate // 1000} kHz, "
-                f"{self.depth} layers x {self.embed_dim}")
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping ``(pf, pt)`` patches of the [N, 1, F, T] spectrogram -> [N, F'*T', D],
-    frequency-major (token index ``f * T' + t``).
-
-    The weights live in a Conv2d (the checkpoints' ``patch_embed.proj``), but since the patches
-    do not overlap the product is computed as one matrix multiplication: the same numbers, and
-    plain float32 on GPUs too (cuDNN convolutions default to TF32 there, matmuls do not).
-    """
-
-    def __init__(self, patch_size: tuple[int, int], embed_dim: int):
-        super().__init__()
-        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        n, _, freq, time = x.shape
-        pf, pt = self.proj.kernel_size
-        rows, cols = freq // pf, time // pt
-        x = x[:, 0, : rows * pf, : cols * pt]
-        patches = x.reshape(n, rows, pf, cols, pt).permute(0, 1, 3, 2, 4).reshape(n, rows * cols, pf * pt)
-        weight = self.proj.weight.reshape(self.proj.out_channels, pf * pt)
-        return nn.functional.linear(patches, weight, self.proj.bias)
-
+__all__ = ["M2DConfig", "M2DEncoder", "M2DModel", "PatchEmbed"]
 
 class M2DEncoder(nn.Module):
     """The ViT encoder with the official parameter names.
@@ -143,7 +46,7 @@ class M2DEncoder(nn.Module):
             ViTBlock(d, config.num_heads, config.mlp_ratio, qkv_bias=True, eps=1e-6) for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(d, eps=1e-6)
-        self.register_buffer("norm_stats", torch.tensor([-7.1, 4.2]))
+        self.register_buffer("norm_stats", torch.tensor(DEFAULT_STATS))
         with torch.no_grad():
             self.pos_embed.copy_(sincos_pos_embed_2d(d, config.grid_size).unsqueeze(0))
             nn.init.normal_(self.cls_token, std=0.02)
@@ -229,13 +132,7 @@ class M2DEncoder(nn.Module):
         outputs = []
         workspace = Workspace() if inference_only(self, x) else None
         for index, block in enumerate(self.blocks):
-            # The shared ViTBlock's own parameters and order of operations, on packed tokens.
-            if workspace is None:
-                x = x + block.attn.proj(attention(block.attn.qkv(block.norm1(x))))
-                x = x + block.mlp(block.norm2(x))
-            else:  # inference: residuals in place, the MLP's hidden activation in a reused buffer
-                x = block.attn.proj(attention(block.attn.qkv(block.norm1(x)))).add_(x)
-                x = feed_forward_in(workspace, block.norm2(x), block.mlp.fc1, block.mlp.fc2).add_(x)
+            x = block(x, workspace=workspace, attend=attention)  # the shared ViT block on packed tokens
             outputs.append(to_output(self.norm(x) if index == len(self.blocks) - 1 else x))
         return outputs
 
@@ -273,7 +170,7 @@ class M2DModel(nn.Module):
     downstream data set's, as in the official SUPERB recipe, or the pre-training ones).
     """
 
-    def __init__(self, config: M2DConfig, norm_mean: float = -7.1, norm_std: float = 4.2):
+    def __init__(self, config: M2DConfig, norm_mean: float = DEFAULT_STATS[0], norm_std: float = DEFAULT_STATS[1]):
         super().__init__()
         self.config = config
         self.encoder = M2DEncoder(config)
@@ -311,13 +208,12 @@ class M2DModel(nn.Module):
         """
         config = self.config
         unit = config.input_size[1]
-        pt = config.patch_size[1]
         batch, n_mels, total = lms.shape
         layout = ChunkLayout([int(n) for n in frames.tolist()], config)  # one host sync
 
         # Zero (in the normalised domain) every frame past an item's end, then cut into chunks.
         device = lms.device
-        valid = torch.arange(total, device=device).unsqueeze(0) < frames.to(device).unsqueeze(1)
+        valid = ~padding_mask(frames.to(device), total)
         lms = lms * valid.unsqueeze(1).to(lms.dtype)
         lms = nn.functional.pad(lms, (0, layout.num_chunks * unit - total))
         chunks = lms.reshape(batch, n_mels, layout.num_chunks, unit).transpose(1, 2)
@@ -364,7 +260,6 @@ class ChunkLayout:
         self.valid_index, self.key_padding = [], []
         targets, sources, offset = [], [], 0
         for ids, steps, width in self.groups:
-            seq = 1 + n_freq * width
             step_of = torch.arange(width).repeat(n_freq)  # position 1 + f * width + t -> t
             freq_of = torch.arange(n_freq).repeat_interleave(width)
             patch_valid = step_of.unsqueeze(0) < torch.tensor(steps).unsqueeze(1)  # [n, F' * width]

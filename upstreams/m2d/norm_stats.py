@@ -19,17 +19,17 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from .config import DEFAULT_STATS
 
 __all__ = [
     "SUPERB_TASK_STATS",
     "DEFAULT_STATS",
     "NormStats",
     "parse_stats_text",
-    "stats_from_config",
+    "stats_from_options",
     "choose_stats",
     "RunningLogMelStats",
 ]
@@ -53,8 +53,6 @@ _TASK_ALIASES = {
     "ss": "separation_stft2",
 }
 
-#: What the official runtime assumes when a checkpoint has no ``norm_stats`` (the 2022 models).
-DEFAULT_STATS = (-7.1, 4.2)
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,11 @@ def task_stats(name: str) -> tuple[str, tuple[float, float]] | None:
     return (key, SUPERB_TASK_STATS[key]) if key in SUPERB_TASK_STATS else None
 
 
-def stats_from_config(options: Mapping[str, Any], where: str) -> NormStats | None:
-    has_mean, has_std = "norm_mean" in options, "norm_std" in options
-    if has_mean != has_std:
-        raise ValueError(f"{where}: give both norm_mean and norm_std (only {'norm_mean' if has_mean else 'norm_std'} is set)")
-    if has_mean:
-        return NormStats(float(options["norm_mean"]), float(options["norm_std"]), where)
-    task = options.get("norm_task") or options.get("task")
+def stats_from_options(options, where: str) -> NormStats | None:
+    """The statistics an entry's options name (:class:`.config.M2DOptions`), or None."""
+    if options.norm_mean is not None:
+        return NormStats(float(options.norm_mean), float(options.norm_std), where)
+    task = options.norm_task or options.task
     if task:
         found = task_stats(str(task))
         if found is None:
@@ -154,9 +150,9 @@ class RunningLogMelStats:
 
     def update(self, lms, frames) -> None:
         """``lms`` [B, F, T] un-normalised log-mel, ``frames`` [B] valid frames per item."""
-        import torch
+        from ..common.masks import padding_mask
 
-        valid = torch.arange(lms.shape[-1], device=lms.device).unsqueeze(0) < frames.to(lms.device).unsqueeze(1)
+        valid = ~padding_mask(frames.to(lms.device), lms.shape[-1])
         values = lms.detach().double() * valid.unsqueeze(1)
         n = int(frames.sum()) * lms.shape[1]
         self.count += n
@@ -211,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torchaudio
 
-    from .model import FRONT_ENDS, INPUT_SAMPLE_RATE
+    from .config import FRONT_ENDS, INPUT_SAMPLE_RATE
     from ..common.logmel import LogMelSpectrogram
 
     front_end = LogMelSpectrogram(**FRONT_ENDS[args.sample_rate])

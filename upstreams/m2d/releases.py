@@ -6,14 +6,19 @@ Kept free of torch imports: ``hubconf`` reads it when s3prl imports its hub.
 """
 from __future__ import annotations
 
+from ..common.family import Release
+
+__all__ = ["RELEASES", "OTHER_RELEASE_URLS"]
+
 _BASE = "https://github.com/nttcslab/m2d/releases/download"
 
-#: entry name -> (release folder name, URL of the zip, one-line description)
-RELEASES: dict[str, tuple[str, str, str]] = {}
+#: entry name -> the release (``facts["folder"]``: the release folder name, which holds the configuration)
+RELEASES: dict[str, Release] = {}
 
 
 def _add(entry: str, tag: str, folder: str, description: str) -> None:
-    RELEASES[entry] = (folder, f"{_BASE}/{tag}/{folder}.zip", description)
+    RELEASES[entry] = Release(entry, folder, f"{_BASE}/{tag}/{folder}.zip", description=description,
+                              facts={"folder": folder})
 
 
 _add("m2d_vit_base", "v0.1.0", "m2d_vit_base-80x608p16x16-221006-mr7",

@@ -6,14 +6,15 @@ without the 0.3-1.6 GB downloads.
 """
 from __future__ import annotations
 
-import argparse
-import zipfile
 from pathlib import Path
 
 import torch
 
 from ..common.checkpoint import cached_download_path
-from .model import M2DConfig, M2DEncoder
+from . import formats
+from .config import DEFAULT_STATS, M2DConfig, parse_release_name
+from .formats import release_args
+from .model import M2DEncoder
 from .releases import RELEASES
 
 __all__ = [
@@ -32,8 +33,6 @@ TEST_STATS = (-11.506255149841309, 4.314857482910156)
 
 def tiny_config(name: str = "m2d_vit_base-80x208p16x16-test", embed_dim: int = 64, depth: int = 2) -> M2DConfig:
     """A small model with the input/patch sizes of the release name ``name``."""
-    from .importers import parse_release_name
-
     parsed = parse_release_name(name)
     if parsed is None:
         raise ValueError(f"not a release-style name: {name}")
@@ -110,88 +109,50 @@ def _training_heads(config: M2DConfig, variant: str, seed: int) -> dict[str, tor
 
 def write_full_checkpoint(path: Path, config: M2DConfig, *, variant: str = "m2d", norm_stats=None,
                           seed: int = 0) -> Path:
-    """``{'model', 'optimizer', 'epoch', 'scaler', 'args'}`` as the official trainers save it."""
-    model = random_encoder_state(config, seed)
-    model.update(_training_heads(config, variant, seed))
-    if norm_stats is not None:
-        model["norm_stats"] = torch.tensor(norm_stats, dtype=torch.float32)
-    args = argparse.Namespace(
-        model=config.model_name, input_size=list(config.input_size), patch_size=list(config.patch_size),
-        sr=f"{config.sample_rate // 1000}k", mask_ratio=0.7, epochs=300, lr=2.4e-3, output_dir="m2d_out",
-        distributed=False,
-    )
-    obj = {
-        "model": model,
-        "optimizer": {"state": {}, "param_groups": [{"lr": 0.0, "weight_decay": 0.05, "params": []}]},
-        "epoch": 299,
-        "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                   "_growth_tracker": 0},
-        "args": args,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-    return path
+    """A random full pre-training checkpoint of ``variant`` (:func:`.formats.write_full`)."""
+    args = release_args(config, mask_ratio=0.7, epochs=300, lr=2.4e-3, output_dir="m2d_out", distributed=False)
+    return formats.write_full(
+        path, config, random_encoder_state(config, seed), heads=_training_heads(config, variant, seed),
+        norm_stats=norm_stats, args=args, epoch=299,
+        optimizer={"state": {}, "param_groups": [{"lr": 0.0, "weight_decay": 0.05, "params": []}]},
+        scaler={"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                "_growth_tracker": 0})
 
 
-def write_encoder_only(path: Path, config: M2DConfig, *, norm_stats=(-7.1, 4.2), seed: int = 0,
+def write_encoder_only(path: Path, config: M2DConfig, *, norm_stats=DEFAULT_STATS, seed: int = 0,
                        clap: bool = False) -> Path:
-    """The flat 151-key dict of ``util/to_encoder_only_weight.py`` (+ ``audio_proj`` for CLAP)."""
-    state = random_encoder_state(config, seed)
-    state["norm_stats"] = torch.tensor(norm_stats, dtype=torch.float32)
+    """A random encoder-only file (+ ``audio_proj`` for CLAP)."""
+    extra = None
     if clap:
-        state.update({k: v for k, v in _training_heads(config, "m2d_clap", seed).items() if k.startswith("audio_proj")})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
+        extra = {k: v for k, v in _training_heads(config, "m2d_clap", seed).items() if k.startswith("audio_proj")}
+    return formats.write_encoder_only(path, random_encoder_state(config, seed), norm_stats=norm_stats, extra=extra)
 
 
 def write_evar_checkpoint(path: Path, config: M2DConfig, *, seed: int = 0, num_classes: int = 527) -> Path:
-    """EVAR fine-tuning output: ``module.ar.runtime.backbone.*`` + nnAudio buffers + the task head."""
-    prefix = "module.ar.runtime."
-    state = {f"{prefix}backbone.{k}": v for k, v in random_encoder_state(config, seed).items()}
-    state[f"{prefix}backbone.norm_stats"] = torch.tensor([-7.1, 4.2])
-    n_fft = 400 if config.sample_rate == 16000 else 800
-    state[f"{prefix}to_spec.mel_basis"] = torch.zeros(80, n_fft // 2 + 1)
-    state[f"{prefix}to_spec.stft.wsin"] = torch.zeros(n_fft // 2 + 1, 1, n_fft)
-    state[f"{prefix}to_spec.stft.wcos"] = torch.zeros(n_fft // 2 + 1, 1, n_fft)
-    state[f"{prefix}to_spec.stft.window_mask"] = torch.ones(n_fft)
-    state["module.head.norm.running_mean"] = torch.zeros(config.feature_dim)
-    state["module.head.norm.running_var"] = torch.ones(config.feature_dim)
-    state["module.head.norm.num_batches_tracked"] = torch.tensor(0)
-    state["module.head.mlp.mlp.0.weight"] = torch.zeros(num_classes, config.feature_dim)
-    state["module.head.mlp.mlp.0.bias"] = torch.zeros(num_classes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
+    """A random EVAR fine-tuning output with its task head."""
+    head = {"norm.running_mean": torch.zeros(config.feature_dim), "norm.running_var": torch.ones(config.feature_dim),
+            "norm.num_batches_tracked": torch.tensor(0),
+            "mlp.mlp.0.weight": torch.zeros(num_classes, config.feature_dim),
+            "mlp.mlp.0.bias": torch.zeros(num_classes)}
+    return formats.write_evar(path, config, random_encoder_state(config, seed), head=head)
 
 
 def write_clap2025_checkpoint(path: Path, config: M2DConfig, *, norm_stats=(-7.2618, 4.3512), seed: int = 0) -> Path:
-    """2025 M2D-CLAP: ``{'model': {backbone.*, audio_proj.sem_*, text_encoder.*, ...}, 'args'}``."""
+    """A random 2025 M2D-CLAP checkpoint (audio projection, a stand-in text encoder)."""
     generator = torch.Generator().manual_seed(seed + 2)
     d = config.embed_dim
-    model = {f"backbone.{k}": v for k, v in random_encoder_state(config, seed).items()}
-    model["backbone.norm_stats"] = torch.tensor(norm_stats, dtype=torch.float32)
-    model["audio_proj.sem_token"] = torch.zeros(1, 1, d)
-    model.update({f"audio_proj.{k}": v for k, v in _block_state("sem_blocks", d, 1, generator).items()})
-    model["audio_proj.norm.weight"], model["audio_proj.norm.bias"] = torch.ones(d), torch.zeros(d)
-    model["text_encoder.embeddings.word_embeddings.weight"] = torch.zeros(8, 16)
-    model["logit_scale"] = torch.tensor(2.659)
-    args = argparse.Namespace(model=config.model_name, input_size=list(config.input_size),
-                              patch_size=list(config.patch_size), sr="16k")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model, "args": args, "epoch": 29}, path)
-    return path
+    heads = {"audio_proj.sem_token": torch.zeros(1, 1, d),
+             **{f"audio_proj.{k}": v for k, v in _block_state("sem_blocks", d, 1, generator).items()},
+             "audio_proj.norm.weight": torch.ones(d), "audio_proj.norm.bias": torch.zeros(d),
+             "text_encoder.embeddings.word_embeddings.weight": torch.zeros(8, 16), "logit_scale": torch.tensor(2.659)}
+    return formats.write_clap2025(path, config, random_encoder_state(config, seed), heads=heads, norm_stats=norm_stats)
 
 
 def write_release_zip(path: Path, folder: str, writer, embed_dim: int = 64, **kwargs) -> Path:
-    """A GitHub-release-style zip: ``<folder>/<file>.pth``."""
+    """A GitHub-release-style zip of a random ``writer`` file: ``<folder>/checkpoint-300.pth``."""
     config = tiny_config(folder, embed_dim=embed_dim)
     staging = path.parent / (path.name + ".staging") / folder
-    weight = writer(staging / "checkpoint-300.pth", config, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.write(weight, f"{folder}/{weight.name}")
-    return path
+    return formats.write_release_zip(path, folder, writer(staging / "checkpoint-300.pth", config, **kwargs))
 
 
 def _named_writer(folder: str):
@@ -211,9 +172,10 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
     """
     directory = Path(directory)
     if entry in RELEASES:
-        folder, url, _ = RELEASES[entry]
+        release = RELEASES[entry]
+        folder = release.facts["folder"]
         writer, kwargs = _named_writer(folder)
-        write_release_zip(cached_download_path(url), folder, writer, embed_dim=128, **kwargs)
+        write_release_zip(cached_download_path(release.url), folder, writer, embed_dim=128, **kwargs)
         return {"ckpt": None, "model_config": None}
     # M2D-S layout (80x2 patches, 20 ms frames): the speech model of the SUPERB papers.
     folder = "m2d_s_vit_base-80x200p80x2-230201"
@@ -233,3 +195,18 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
         yaml_path.write_text("calcnorm_updates: 40\n")
         return {"ckpt": str(weight), "model_config": str(yaml_path)}
     raise KeyError(f"unknown M2D entry {entry!r}")
+
+
+def _full_size(input_size, patch_size, model_name):
+    def write(directory: Path) -> dict:
+        folder = f"{model_name}-{input_size[0]}x{input_size[1]}p{patch_size[0]}x{patch_size[1]}-random"
+        path = Path(directory) / folder / "checkpoint-300.pth"
+        if not path.exists():
+            write_encoder_only(path, M2DConfig(input_size=input_size, patch_size=patch_size, model_name=model_name))
+        return {"ckpt": str(path), "model_config": None}
+    return write
+
+
+#: full-size random checkpoints for the benchmarks (``FAMILY.architectures``)
+write_full_size_16x16 = _full_size((80, 608), (16, 16), "m2d_vit_base")
+write_full_size_80x2 = _full_size((80, 400), (80, 2), "m2d_s_vit_base")

@@ -1,5 +1,22 @@
-"""MelHuBERT (Lin, Lee, Tang, ASRU 2023): HuBERT on log-mel spectrograms, as an s3prl upstream."""
-from .config import MelHuBERTConfig
-from .variants import RELEASED
+"""MelHuBERT (a HuBERT on log-mel features, 10 ms and 20 ms frames) as an s3prl upstream."""
+from ..common.family import Architecture, Family, Recipe
+from .releases import DEFAULT_NAMED, RELEASES
 
-__all__ = ["MelHuBERTConfig", "RELEASED"]
+FAMILY = Family(
+    name="melhubert",
+    title="MelHuBERT",
+    package=__name__,
+    entries=("melhubert_local", "melhubert"),
+    releases=RELEASES,
+    local_entry="melhubert_local",
+    entry_docs={
+        "melhubert_local": "MelHuBERT from a local checkpoint: -u melhubert_local -k PATH [-g stats.yaml].",
+        "melhubert": f"The 20 ms 960 h stage-2 MelHuBERT ({DEFAULT_NAMED}), recommended by the author for features.",
+    },
+    recipes=(Recipe("melhubert", "s3prl_plugins.pretrain.melhubert", "melhubert_20ms.yaml",
+                    "config_runner_melhubert.yaml"),),
+    architectures=(
+        Architecture("melhubert_20ms", "melhubert_local", "testing:write_full_size_20ms"),
+        Architecture("melhubert_10ms", "melhubert_local", "testing:write_full_size_10ms"),
+    ),
+)

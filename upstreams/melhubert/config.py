@@ -1,11 +1,26 @@
-"""MelHuBERT architecture configuration and the released variants."""
+"""MelHuBERT's model configuration, its input normalisation statistics, and the entries' options.
+
+The shipped statistics (``stats/``) are the official ``libri-{100,360,960}-mean-std.npy``: a float64
+``[2, 40]`` array, row 0 the per-bin mean and row 1 the per-bin standard deviation of the raw
+40-bin Kaldi log-mel over the training subset. A released checkpoint must be used with the file of
+its training data.
+"""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["MelHuBERTConfig", "OFFICIAL_DEFAULTS", "FEAT_DIM_TO_FRAME_PERIOD", "MELHUBERT_BASE"]
+import numpy as np
+import torch
+
+from ..common.config import ConfigError
+
+__all__ = ["MelHuBERTConfig", "MelHuBERTOptions", "OFFICIAL_DEFAULTS", "FEAT_DIM_TO_FRAME_PERIOD", "MELHUBERT_BASE",
+           "NormalisationStats", "SHIPPED_STATS", "DEFAULT_STATS", "load_stats"]
 
 #: Value the official ``MelHuBERTConfig`` assumes for a key missing from the stored model yaml.
 #: They differ from the released yamls (e.g. ``encoder_layers`` 1, ``feat_emb_dim`` 40), so a
@@ -133,3 +148,75 @@ class MelHuBERTConfig:
 
 #: The architecture shared by all six released checkpoints (20 ms; 10 ms uses feat_emb_dim 40).
 MELHUBERT_BASE = MelHuBERTConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation statistics
+# ---------------------------------------------------------------------------------------------
+_STATS_DIR = Path(__file__).resolve().parent / "stats"
+
+#: name -> (file in stats/, description)
+SHIPPED_STATS = {
+    "libri100": ("libri-100-mean-std.npy", "LibriSpeech train-clean-100 (100 h)"),
+    "libri360": ("libri-360-mean-std.npy", "LibriSpeech train-clean-360 (360 h)"),
+    "libri960": ("libri-960-mean-std.npy", "LibriSpeech 960 h"),
+}
+DEFAULT_STATS = "libri960"
+
+
+@dataclass(frozen=True)
+class NormalisationStats:
+    mean: torch.Tensor  # float32 [40]
+    std: torch.Tensor  # float32 [40]
+    description: str
+
+
+def load_stats(choice: str | os.PathLike | None = None, *, num_bins: int = 40) -> NormalisationStats:
+    """``choice``: ``libri100`` / ``libri360`` / ``libri960`` (default) or a path to a ``.npy``."""
+    if choice is None or str(choice).strip() == "":
+        choice = DEFAULT_STATS
+    text = str(choice).strip()
+    key = text.lower().replace("-", "").replace("_", "")
+    if key in SHIPPED_STATS:
+        filename, description = SHIPPED_STATS[key]
+        path = _STATS_DIR / filename
+        description = f"{description} ({key}, shipped)"
+    else:
+        path = Path(text).expanduser()
+        description = str(path)
+        if not path.is_file():
+            raise ValueError(
+                f"MelHuBERT: stats {text!r} is neither one of {', '.join(SHIPPED_STATS)} nor an "
+                f"existing .npy file; set `stats:` in the -g yaml to one of those."
+            )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"MelHuBERT: could not read statistics file {path} ({error}).") from error
+    array = np.asarray(array)
+    if array.ndim != 2 or array.shape[0] != 2 or array.shape[1] != num_bins:
+        raise ValueError(
+            f"MelHuBERT: statistics file {path} has shape {tuple(array.shape)}; expected "
+            f"[2, {num_bins}] (row 0 mean, row 1 std of the {num_bins}-bin log-mel)."
+        )
+    if not np.all(np.isfinite(array)) or not np.all(array[1] > 0):
+        raise ValueError(f"MelHuBERT: statistics file {path} has a non-finite value or a std <= 0.")
+    # float64 -> float32 like the official torch.Tensor(np_array) conversion
+    mean = torch.tensor(array[0].reshape(-1), dtype=torch.float32)
+    std = torch.tensor(array[1].reshape(-1), dtype=torch.float32)
+    return NormalisationStats(mean, std, description)
+
+
+@dataclass
+class MelHuBERTOptions:
+    """``-g`` YAML keys / keyword arguments of the MelHuBERT entries."""
+
+    #: normalisation statistics: libri960 (default for melhubert_local), libri360, libri100 or a
+    #: path to a [2, 40] mean/std .npy; named entries default to their training data's
+    stats: str | None = None
+    #: the official model yaml section, for state dicts that do not store their architecture
+    melhubert: dict | None = None
+
+    def validate(self) -> None:
+        if self.melhubert is not None and not isinstance(self.melhubert, Mapping):
+            raise ConfigError("MelHuBERT: the 'melhubert' key of the -g yaml must be a mapping of model options.")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import official_model_section, runner_checkpoint
 from .config import MelHuBERTConfig
-from .variants import RELEASED
+from .formats import VINTAGES, official_model_section, write_runner_checkpoint
+from .releases import DEFAULT_NAMED, RELEASES
 
 __all__ = ["TINY_CONFIG", "LAYOUTS", "random_state_dict", "write_official_checkpoint", "make_checkpoint"]
 
@@ -26,9 +26,7 @@ TINY_CONFIG = dict(
 
 #: layout name -> what the file looks like
 LAYOUTS = {
-    "melhubert": "official runner file, Upstream_Config['melhubert'], weights under 'model'",
-    "hubert": "older runner file (Speech-SSL-Compression before 2022-12-08): Upstream_Config['hubert']",
-    "Model": "older runner file: weights under 'Model' and Upstream_Config['hubert'] with extra sections",
+    **VINTAGES,
     "state_dict": "plain state dict (tensors only)",
     "no_upstream_config": "official runner file without Upstream_Config (invalid)",
 }
@@ -97,17 +95,16 @@ def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layo
         "optimizer": {"name": "Adam", "lr": 1.0e-4},
         "datarc": {"sets": ["train-clean-360"], "train_batch_size": 4, "sequence_length": 750 * 20 // fp},
     }
-    checkpoint = runner_checkpoint(state, config, step=1000, optimizer=optimizer.state_dict(), args=args, runner=runner)
-    checkpoint["Upstream_Config"]["melhubert"] = _model_yaml(config)
-    if layout in ("hubert", "Model"):  # the compression repo's older files
-        checkpoint["Upstream_Config"] = {"hubert": checkpoint["Upstream_Config"]["melhubert"]}
-    if layout == "Model":
-        checkpoint["Upstream_Config"].update(task={"sequence_length": 750}, adjust_init_weight={})
-        checkpoint = {("Model" if k == "model" else k): v for k, v in checkpoint.items()}
     if layout == "no_upstream_config":
+        from .formats import runner_checkpoint
+
+        checkpoint = runner_checkpoint(state, config, step=1000, optimizer=optimizer.state_dict(), args=args,
+                                       runner=runner)
         del checkpoint["Upstream_Config"]
-    torch.save(checkpoint, path)
-    return path
+        torch.save(checkpoint, path)
+        return path
+    return write_runner_checkpoint(path, state, config, step=1000, optimizer=optimizer.state_dict(), args=args,
+                                   runner=runner, vintage=layout, model_section=_model_yaml(config))
 
 
 def make_checkpoint(entry: str, directory: Path) -> dict:
@@ -116,12 +113,26 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
     if entry == "melhubert_local":
         path = write_official_checkpoint(directory / "melhubert-tiny.ckpt", config_for(20))
         return {"ckpt": str(path), "model_config": None}
-    name = "melhubert_20ms_960h_stage2" if entry == "melhubert" else entry
-    if name not in RELEASED:
+    name = DEFAULT_NAMED if entry == "melhubert" else entry
+    if name not in RELEASES:
         raise ValueError(f"{entry!r} is not a MelHuBERT entry")
     from ..common.checkpoint import cached_download_path
 
-    release = RELEASED[name]
+    release = RELEASES[name]
     target = cached_download_path(release.url, release.filename)
-    write_official_checkpoint(target, config_for(release.frame_period_ms))
+    write_official_checkpoint(target, config_for(release.facts["frame_period_ms"]))
     return {"ckpt": None, "model_config": None}
+
+
+def _full_size(frame_period_ms: int):
+    def write(directory: Path) -> dict:
+        path = Path(directory) / f"melhubert_{frame_period_ms}ms.ckpt"
+        if not path.exists():
+            write_official_checkpoint(path, MelHuBERTConfig(feat_emb_dim=4 * frame_period_ms), optimizer_state=False)
+        return {"ckpt": str(path), "model_config": None}
+    return write
+
+
+#: full-size random checkpoints for the benchmarks (``FAMILY.architectures``)
+write_full_size_20ms = _full_size(20)
+write_full_size_10ms = _full_size(10)

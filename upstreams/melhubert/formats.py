@@ -1,4 +1,4 @@
-"""Importers for the MelHuBERT checkpoint layouts.
+"""The MelHuBERT checkpoint formats: the reader, the writer and the fingerprint.
 
 * Official runner files (nervjack2/MelHuBERT ``pretrain_expert.py`` and its predecessor in
   nervjack2/Speech-SSL-Compression): a dict with ``model`` (older files: ``Model``),
@@ -9,6 +9,9 @@
   ``{"model" | "state_dict": ..., "config" | "Upstream_Config": ...}``. Without a stored
   config the architecture comes from the ``melhubert:`` section of the ``-g`` yaml, or is
   inferred from the tensor shapes (64-dim attention heads, as in every released model).
+
+:func:`write_runner_checkpoint` writes the runner layout (and its older vintages) for the
+pre-training export and the test fixtures alike.
 """
 from __future__ import annotations
 
@@ -23,10 +26,12 @@ from typing import Any
 import torch
 
 from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
+from ..common.files import save_atomic
 from .config import MelHuBERTConfig
 
-__all__ = ["ImportedCheckpoint", "read_melhubert_checkpoint", "import_state_dict", "infer_config",
-           "OFFICIAL_TRAINING_OPTIONS", "official_model_section", "runner_checkpoint"]
+__all__ = ["ImportedCheckpoint", "read_melhubert_checkpoint", "import_state_dict", "infer_config", "fingerprint",
+           "OFFICIAL_TRAINING_OPTIONS", "official_model_section", "runner_checkpoint", "write_runner_checkpoint",
+           "VINTAGES"]
 
 _RUNNER_KEYS = ("Args", "Runner", "Optimizer", "Step")
 _CONFIG_TOP_KEYS = ("melhubert", "hubert")
@@ -148,6 +153,18 @@ def import_state_dict(obj: Any, *, where: str, yaml_section: Mapping | None = No
         raise CheckpointError(f"{where}: the '{weights_key}' entry is not a state dict of tensors.")
     state = _strip_wrappers(_fold_pruning(state))
 
+    config, layout = _config_of(obj, state, where=where, yaml_section=yaml_section, weights_key=weights_key,
+                                is_runner_file=is_runner_file)
+    final_proj = state.get("final_proj.weight")
+    if final_proj is not None and final_proj.dim() == 2 and final_proj.shape[0] != config.num_cluster:
+        # the pre-training classifier plays no part in the features; trust its stored shape
+        config = dataclasses.replace(config, num_cluster=int(final_proj.shape[0]))
+    return ImportedCheckpoint(config=config, state_dict=state, layout=layout, step=step)
+
+
+def _config_of(obj: Mapping, state: Mapping[str, torch.Tensor], *, where: str, yaml_section: Mapping | None,
+               weights_key: str | None, is_runner_file: bool) -> tuple[MelHuBERTConfig, str]:
+    """The architecture: the stored config, else the ``-g`` yaml section, else the tensor shapes."""
     stored = obj.get("Upstream_Config", obj.get("config"))
     if stored is not None:
         section, top = _config_section(stored, where=where) if "Upstream_Config" in obj else (stored, "config")
@@ -174,11 +191,18 @@ def import_state_dict(obj: Any, *, where: str, yaml_section: Mapping | None = No
         config = infer_config(state, where=where)
         layout = ("plain state dict (architecture inferred from shapes, 64-dim attention heads; "
                   "give melhubert.encoder_attention_heads in -g if different)")
-    final_proj = state.get("final_proj.weight")
-    if final_proj is not None and final_proj.dim() == 2 and final_proj.shape[0] != config.num_cluster:
-        # the pre-training classifier plays no part in the features; trust its stored shape
-        config = dataclasses.replace(config, num_cluster=int(final_proj.shape[0]))
-    return ImportedCheckpoint(config=config, state_dict=state, layout=layout, step=step)
+    return config, layout
+
+
+def fingerprint(obj: Any, keys: str) -> int | None:
+    """The runner's ``Upstream_Config['melhubert' | 'hubert']`` (rank 5), or a transformer fed by
+    ``pre_extract_proj`` without a waveform CNN (rank 60)."""
+    config = obj.get("Upstream_Config") if isinstance(obj, Mapping) else None
+    if isinstance(config, Mapping) and ("melhubert" in config or "hubert" in config):
+        return 5
+    if "feature_extractor.conv_layers" not in keys and "encoder.pos_conv.0" in keys and "pre_extract_proj" in keys:
+        return 60
+    return None
 
 
 def read_melhubert_checkpoint(path: str | os.PathLike, *, yaml_section: Mapping | None = None,
@@ -225,3 +249,31 @@ def runner_checkpoint(state_dict: Mapping[str, torch.Tensor], config: MelHuBERTC
         "model": OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items()),
         "Upstream_Config": {"melhubert": official_model_section(config, training)},
     }
+
+
+#: vintage -> what the runner file looks like (every one is read by :func:`import_state_dict`)
+VINTAGES = {
+    "melhubert": "official runner file, Upstream_Config['melhubert'], weights under 'model'",
+    "hubert": "older runner file (Speech-SSL-Compression before 2022-12-08): Upstream_Config['hubert']",
+    "Model": "older runner file: weights under 'Model' and Upstream_Config['hubert'] with extra sections",
+}
+
+
+def write_runner_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], config: MelHuBERTConfig,
+                            *, step: int, optimizer: dict, args: argparse.Namespace, runner: dict,
+                            training: Mapping[str, Any] | None = None, vintage: str = "melhubert",
+                            model_section: Mapping[str, Any] | None = None) -> os.PathLike:
+    """The official runner file (:func:`runner_checkpoint`), written atomically; ``vintage`` picks
+    an older layout; ``model_section`` replaces the stored ``melhubert:`` yaml section."""
+    if vintage not in VINTAGES:
+        raise ValueError(f"unknown vintage {vintage!r}; one of {sorted(VINTAGES)}")
+    checkpoint = runner_checkpoint(state_dict, config, step=step, optimizer=optimizer, args=args, runner=runner,
+                                   training=training)
+    if model_section is not None:
+        checkpoint["Upstream_Config"]["melhubert"] = dict(model_section)
+    if vintage in ("hubert", "Model"):  # the compression repo's older files
+        checkpoint["Upstream_Config"] = {"hubert": checkpoint["Upstream_Config"]["melhubert"]}
+    if vintage == "Model":
+        checkpoint["Upstream_Config"].update(task={"sequence_length": 750}, adjust_init_weight={})
+        checkpoint = {("Model" if k == "model" else k): v for k, v in checkpoint.items()}
+    return save_atomic(checkpoint, path)

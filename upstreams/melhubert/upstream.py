@@ -1,26 +1,20 @@
-"""s3prl wrapper: waveforms -> MelHuBERT hidden states."""
+"""The s3prl upstream of MelHuBERT (waveforms -> hidden states) and the builder of its entries."""
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor
 
 from ..common.base import Upstream
-from ..common.checkpoint import CheckpointError
-from ..common.config import ConfigError, load_model_config, warn_unknown_keys
+from ..common.checkpoint import CheckpointError, resolve_checkpoint
+from ..common.config import options_from
 from ..common.masks import fit_frames, num_frames_s3prl, padding_mask
-from .checkpoint import ImportedCheckpoint, read_melhubert_checkpoint
-from .frontend import MelHuBERTFrontEnd
-from .model import MelHuBERTModel
-from .stats import NormalisationStats, load_stats
+from .config import DEFAULT_STATS, MelHuBERTOptions, NormalisationStats, load_stats
+from .formats import ImportedCheckpoint, read_melhubert_checkpoint
+from .model import MelHuBERTFrontEnd, MelHuBERTModel
+from .releases import DEFAULT_NAMED, RELEASES
 
-__all__ = ["MelHuBERTUpstream", "UpstreamExpert", "from_checkpoint"]
-
-#: keys of the -g yaml: ``stats`` picks the normalisation statistics; ``melhubert`` is the
-#: official model yaml section, used for state dicts that do not store their architecture.
-MODEL_CONFIG_KEYS = ("stats", "melhubert")
+__all__ = ["MelHuBERTUpstream", "build"]
 
 
 class MelHuBERTUpstream(Upstream):
@@ -71,50 +65,30 @@ class MelHuBERTUpstream(Upstream):
         return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
 
 
-def _read_model_config(model_config: Any) -> dict:
-    try:
-        cfg = load_model_config(model_config)
-    except ConfigError as error:
-        raise ConfigError(f"MelHuBERT: {error}") from None
-    warn_unknown_keys(cfg, MODEL_CONFIG_KEYS, "MelHuBERT -g config")
-    section = cfg.get("melhubert")
-    if section is not None and not isinstance(section, Mapping):
-        raise ConfigError("MelHuBERT: the 'melhubert' key of the -g yaml must be a mapping of model options.")
-    return cfg
-
-
-def from_checkpoint(
-    path: str | os.PathLike,
-    model_config: Any = None,
-    *,
-    default_stats: str | None = None,
-    expected_frame_period_ms: int | None = None,
-    entry: str = "melhubert_local",
-) -> MelHuBERTUpstream:
-    """Build the upstream from a local checkpoint file and the optional ``-g`` yaml.
-
-    ``default_stats`` is used when the yaml has no ``stats`` key (named entries pass the
-    statistics of their training data; ``melhubert_local`` falls back to 960 h).
-    """
-    cfg = _read_model_config(model_config)
-    imported = read_melhubert_checkpoint(path, yaml_section=cfg.get("melhubert"), entry=entry)
-    stats_choice = cfg.get("stats", default_stats)
-    stats = load_stats(stats_choice)
+def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool = False,
+          **kwargs) -> MelHuBERTUpstream:
+    """Every MelHuBERT entry: ``melhubert_local -k PATH`` (any MelHuBERT checkpoint) and the
+    releases (downloaded, or ``-k`` a copy fetched by hand), with the ``-g`` options
+    (:class:`~.config.MelHuBERTOptions`). Named entries default to their training data's
+    statistics, ``melhubert_local`` to LibriSpeech 960 h."""
+    options = options_from(MelHuBERTOptions, model_config, kwargs, entry)
+    release = RELEASES.get(DEFAULT_NAMED if entry == "melhubert" else entry)
+    if release is None:
+        path = resolve_checkpoint(ckpt, refresh=refresh, local_entry="melhubert_local",
+                                  what="the MelHuBERT checkpoint")
+    else:
+        facts = release.facts
+        path = resolve_checkpoint(ckpt or release.url, refresh=refresh, local_entry="melhubert_local",
+                                  filename=release.filename,
+                                  what=f"{release.title} ({release.filename}, Google Drive id {facts['gdrive_id']})")
+    imported = read_melhubert_checkpoint(path, yaml_section=options.melhubert, entry=entry)
+    stats = load_stats(options.stats or (release.facts["stats"] if release is not None else DEFAULT_STATS))
     fp = imported.config.frame_period_ms
-    print(
-        f"[MelHuBERT] {path}: {imported.layout}; {fp} ms frames "
-        f"(feat_emb_dim {imported.config.feat_emb_dim}); normalisation statistics: {stats.description}",
-        flush=True,
-    )
-    if expected_frame_period_ms is not None and expected_frame_period_ms != fp:
-        print(
-            f"[MelHuBERT] warning: {entry} is released as a {expected_frame_period_ms} ms model but this "
-            f"file is a {fp} ms model (feat_emb_dim {imported.config.feat_emb_dim}); using {fp} ms as "
-            "stored. The official README once swapped two links.",
-            flush=True,
-        )
+    print(f"[MelHuBERT] {path}: {imported.layout}; {fp} ms frames (feat_emb_dim {imported.config.feat_emb_dim}); "
+          f"normalisation statistics: {stats.description}", flush=True)
+    expected = release.facts["frame_period_ms"] if release is not None else None
+    if expected is not None and expected != fp:
+        print(f"[MelHuBERT] warning: {entry} is released as a {expected} ms model but this file is a {fp} ms model "
+              f"(feat_emb_dim {imported.config.feat_emb_dim}); using {fp} ms as stored. The official README once "
+              "swapped two links.", flush=True)
     return MelHuBERTUpstream(imported, stats)
-
-
-# s3prl's naming
-UpstreamExpert = MelHuBERTUpstream

@@ -1,4 +1,4 @@
-"""Importer for the released ARMHuBERT / MaskHuBERT / STaRHuBERT checkpoint files.
+"""The release format of the distilled students (ARMHuBERT, MaskHuBERT, STaRHuBERT): reader, writer, fingerprints.
 
 A release ``.ckpt`` is a PyTorch-Lightning 1.7 checkpoint of the distillation module:
 ``state_dict`` holds the frozen teacher under ``teacher_model.`` and the student under
@@ -19,14 +19,14 @@ from typing import Any, Callable
 
 import torch
 
-from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
-from ..common.config import ConfigError as YamlConfigError
-from ..common.config import load_model_config
-from .config import ARM, STAR, ConfigError, OPTION_KEYS, StudentConfig, student_config
+from ..files import save_atomic
+from ..checkpoint import CheckpointError, check_family, load_checkpoint
+from ..config import ConfigError, load_model_config
+from .config import ARM, STAR, OPTION_KEYS, StudentConfig, student_config
 from .model import StudentModel
 
 __all__ = ["STUDENT_PREFIX", "LoadedStudent", "read_student", "build_student", "write_release", "official_distiller",
-           "OFFICIAL_DISTILLER_FIELDS"]
+           "OFFICIAL_DISTILLER_FIELDS", "fingerprint_arm", "fingerprint_star"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def read_student(
     state = _student_state(obj, path, entry)
     try:
         yaml_cfg = load_model_config(model_config)
-    except YamlConfigError as error:
+    except ConfigError as error:
         raise CheckpointError(f"{entry}: {error}") from None
     distiller, options = _split_yaml(yaml_cfg)
     where = f"(-g {model_config})"
@@ -244,9 +244,7 @@ def write_release(path: str | os.PathLike, student_state: Mapping[str, torch.Ten
     if with_hparams:
         checkpoint["hparams_name"] = "kwargs"
         checkpoint["hyper_parameters"] = hyper_parameters if hyper_parameters is not None else {"cfg": dict(training_cfg)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    save_atomic(checkpoint, path)
     if yaml_path is not None:
         Path(yaml_path).write_text(yaml.dump(_plain(training_cfg), sort_keys=False))
     return path
@@ -259,3 +257,27 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def fingerprint_arm(obj: Any, keys: str) -> int | None:
+    """A distillation checkpoint whose student has projection heads or a mask embedding (rank 10),
+    or a bare student with projection heads (rank 50)."""
+    import re
+
+    if STUDENT_PREFIX in keys:
+        return 10 if re.search(r"student_model\.(proj_head|mask_emb)", keys) else None
+    if "feature_extractor.conv_layers" in keys and re.search(r"(^|\n)proj_head\.", keys):
+        return 50
+    return None
+
+
+def fingerprint_star(obj: Any, keys: str) -> int | None:
+    """A distillation checkpoint whose student has no heads (rank 10), or any other wav2vec2-style
+    student (rank 80, after s3prl's HuBERT and WavLM)."""
+    import re
+
+    if STUDENT_PREFIX in keys:
+        return None if re.search(r"student_model\.(proj_head|mask_emb)", keys) else 10
+    if "feature_extractor.conv_layers" in keys and "encoder.layers.0.self_attn" in keys:
+        return 80
+    return None

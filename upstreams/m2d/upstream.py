@@ -11,26 +11,26 @@ from torch import Tensor
 
 from ..common.base import Upstream
 from ..common.checkpoint import CheckpointError, resolve_checkpoint
-from ..common.config import load_model_config, warn_unknown_keys
-from .importers import find_weight_file, read_checkpoint, resolve_config
-from .model import M2DConfig, M2DModel
+from ..common.config import options_from
+from .config import M2DConfig, M2DOptions, resolve_config
+from .formats import find_weight_file, read_checkpoint
+from .model import M2DModel
 from .norm_stats import (
+    DEFAULT_STATS,
     NormStats,
     RunningLogMelStats,
     choose_stats,
     known_tasks,
     missing_stats_message,
     parse_stats_text,
-    stats_from_config,
+    stats_from_options,
     task_stats,
 )
+from .releases import RELEASES
 
-__all__ = ["M2DUpstream", "build_upstream", "split_ckpt_argument"]
+__all__ = ["M2DUpstream", "build", "split_ckpt_argument"]
 
 logger = logging.getLogger(__name__)
-
-_CONFIG_KEYS = ("norm_mean", "norm_std", "norm_task", "task", "input_size", "patch_size", "sample_rate", "model_name",
-                "calcnorm_updates")
 
 
 class M2DUpstream(Upstream):
@@ -108,11 +108,9 @@ def split_ckpt_argument(ckpt: Any) -> tuple[str | None, tuple[float, float] | No
     return text, None
 
 
-def _model_options(model_config: Any, entry: str) -> tuple[dict, NormStats | None]:
-    """-g is a YAML file or a SUPERB task name."""
-    if model_config is None or (isinstance(model_config, str) and not model_config.strip()):
-        return {}, None
-    if isinstance(model_config, str) and not os.path.isfile(os.path.expanduser(model_config)):
+def _options(model_config: Any, kwargs: dict, entry: str) -> tuple[M2DOptions, NormStats | None]:
+    """-g is a YAML file (or mapping) or a SUPERB task name; keyword options overlay it."""
+    if isinstance(model_config, str) and model_config.strip() and not os.path.isfile(os.path.expanduser(model_config)):
         found = task_stats(model_config)
         if found is None:
             raise CheckpointError(
@@ -120,83 +118,79 @@ def _model_options(model_config: Any, entry: str) -> tuple[dict, NormStats | Non
                 f"({known_tasks()})."
             )
         key, (mean, std) = found
-        return {}, NormStats(mean, std, f"the published statistics of the SUPERB task {key} (-g {model_config})")
-    options = load_model_config(model_config)
-    warn_unknown_keys(options, _CONFIG_KEYS, f"{entry} model config")
-    try:
-        stats = stats_from_config(options, f"the model config (-g {model_config})")
+        source = f"the published statistics of the SUPERB task {key} (-g {model_config})"
+        return options_from(M2DOptions, None, kwargs, entry), NormStats(mean, std, source)
+    try:  # as every M2D loading problem, a CheckpointError
+        options = options_from(M2DOptions, model_config, kwargs, entry)
+        stats = stats_from_options(options, f"the model config (-g {model_config})")
     except ValueError as error:
         raise CheckpointError(str(error)) from None
     return options, stats
 
 
-def build_upstream(
-    *,
-    entry: str,
-    ckpt: Any = None,
-    model_config: Any = None,
-    refresh: bool = False,
-    url: str | None = None,
-    norm_mean: float | None = None,
-    norm_std: float | None = None,
-    calcnorm: bool = False,
-) -> M2DUpstream:
-    """Shared body of every M2D entry (see ``hubconf``)."""
-    path_text, explicit = split_ckpt_argument(ckpt)
-    explicit_source = f"-k {ckpt}" if explicit is not None else ""
-    if (norm_mean is None) != (norm_std is None):
-        raise CheckpointError(f"{entry}: pass both norm_mean and norm_std, or neither.")
-    if norm_mean is not None:
-        explicit, explicit_source = (float(norm_mean), float(norm_std)), "the norm_mean/norm_std arguments"
-
-    options, config_stats = _model_options(model_config, entry)  # before any download
-    if url is not None:
+def _weight_file(entry: str, path_text: str | None, refresh: bool) -> Path:
+    """The local weight file of an entry: its release (downloaded once) or ``-k``."""
+    release = RELEASES.get(entry)
+    if release is not None:
         if path_text is not None:
             raise CheckpointError(
-                f"{entry} downloads its own weights; -k takes only MEAN,STD here (got {ckpt!r}). "
+                f"{entry} downloads its own weights; -k takes only MEAN,STD here (got {path_text!r}). "
                 f"For a local file use -u m2d_local -k PATH."
             )
-        location = resolve_checkpoint(url, refresh=refresh, local_entry="m2d_local", what=f"the {entry} weights")
+        location = resolve_checkpoint(release.url, refresh=refresh, local_entry="m2d_local",
+                                      what=f"the {entry} weights")
     else:
         if path_text is None:
             form = "PATH,MEAN,STD" if entry == "m2d" else "PATH"
             raise CheckpointError(f"{entry} needs a checkpoint: -u {entry} -k {form} (an official M2D .pth, "
                                   f"its release folder, a release .zip or its URL).")
         location = resolve_checkpoint(path_text, refresh=refresh, local_entry="m2d_local")
-    weight_file = find_weight_file(Path(location), what=entry)
-    loaded = read_checkpoint(weight_file, entry=entry if url is None else "m2d_local")
-    config = resolve_config(loaded, options)
-    stats, is_default = choose_stats(
-        explicit=explicit, explicit_source=explicit_source,
-        config_stats=config_stats, checkpoint_stats=loaded.norm_stats,
-    )
-    ckpt_hint = str(weight_file)
+    return find_weight_file(Path(location), what=entry)
 
+
+def _model(config: M2DConfig, loaded, stats: NormStats) -> M2DModel:
     model = M2DModel(config, stats.mean, stats.std)
     state = dict(loaded.encoder_state)
-    state["norm_stats"] = torch.tensor(loaded.norm_stats if loaded.norm_stats else (-7.1, 4.2))
+    state["norm_stats"] = torch.tensor(loaded.norm_stats if loaded.norm_stats else DEFAULT_STATS)
     try:
         model.encoder.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{weight_file}: the tensors do not fit {config.describe()}: {error}") from None
+        raise CheckpointError(f"{loaded.path}: the tensors do not fit {config.describe()}: {error}") from None
+    return model
 
-    collector = None
-    if calcnorm:
-        collector = RunningLogMelStats()
-        updates = int(options.get("calcnorm_updates", 10_000))
+
+def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool = False, *,
+          norm_mean: float | None = None, norm_std: float | None = None, **kwargs) -> M2DUpstream:
+    """Every M2D entry (see ``hubconf``): ``m2d -k PATH,MEAN,STD``, ``m2d_local -k PATH``,
+    ``m2d_calcnorm -k PATH`` and the named releases (``-k MEAN,STD``)."""
+    if entry == "m2d_calcnorm" and ckpt is not None and "," in str(ckpt):
+        ckpt = split_ckpt_argument(ckpt)[0] or str(ckpt).split(",")[0]
+    path_text, explicit = split_ckpt_argument(ckpt)
+    explicit_source = f"-k {ckpt}" if explicit is not None else ""
+    if (norm_mean is None) != (norm_std is None):
+        raise CheckpointError(f"{entry}: pass both norm_mean and norm_std, or neither.")
+    if norm_mean is not None:
+        explicit, explicit_source = (float(norm_mean), float(norm_std)), "the norm_mean/norm_std arguments"
+    options, config_stats = _options(model_config, kwargs, entry)  # before any download
+    weight_file = _weight_file(entry, path_text, refresh)
+    loaded = read_checkpoint(weight_file, entry="m2d_local" if entry in RELEASES else entry)
+    config = resolve_config(loaded, options)
+    stats, is_default = choose_stats(explicit=explicit, explicit_source=explicit_source,
+                                     config_stats=config_stats, checkpoint_stats=loaded.norm_stats)
+    collector, updates = None, 0
+    if entry == "m2d_calcnorm":
+        collector, updates = RunningLogMelStats(), int(options.calcnorm_updates)
         # Features stay normalised with fixed statistics, so this run (and a later -m evaluate of
         # it) is deterministic; the statistics measured here are for the real run.
         print(f"[m2d_calcnorm] measuring the log-mel statistics of the first {updates} utterances of this run; "
               f"meanwhile features are normalised with mean={stats.mean}, std={stats.std} from {stats.source}.",
               flush=True)
+    elif is_default:
+        print(f"[{entry}] {missing_stats_message(entry, None if entry in RELEASES else str(weight_file))}", flush=True)
     else:
-        updates = 0
-        if is_default:
-            message = missing_stats_message(entry, None if url is not None else ckpt_hint)
-        else:
-            message = f"{entry}: normalising the log-mel with mean={stats.mean}, std={stats.std} from {stats.source}."
-        print(f"[{entry}] {message}", flush=True)
+        print(f"[{entry}] {entry}: normalising the log-mel with mean={stats.mean}, std={stats.std} from "
+              f"{stats.source}.", flush=True)
     logger.info("%s: loaded %s (%s) from %s", entry, config.describe(), loaded.layout, weight_file)
-    upstream = M2DUpstream(model, stats, collect_stats=collector, stats_updates=updates, ckpt_hint=ckpt_hint)
-    upstream.eval()
-    return upstream
+    upstream = M2DUpstream(_model(config, loaded, stats), stats, collect_stats=collector, stats_updates=updates,
+                           ckpt_hint=str(weight_file))
+    return upstream.eval()

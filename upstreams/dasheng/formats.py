@@ -1,13 +1,16 @@
-"""Readers for the official Dasheng checkpoint formats (torchaudio-style importers).
+"""The official Dasheng checkpoint formats: one reader and one writer each, and the fingerprint.
 
-* pip / Zenodo (``dasheng_base.pt`` ...): ``{"model": state_dict, "config": ...}``. The state dict
-  is the unprefixed encoder including the torchaudio front-end buffers
+* ``pip`` (the pip package / Zenodo ``dasheng_base.pt`` ...): ``{"model": state_dict, "config": ...}``.
+  The state dict is the unprefixed encoder including the torchaudio front-end buffers
   (``front_end.0.spectrogram.window``, ``front_end.0.mel_scale.fb``) and ``init_bn.1.*``. The
   ``config`` may be a training configuration with arbitrary objects and is not used: the official
   loaders override it too, so the architecture comes from the tensor shapes.
-* Hugging Face (``mispeech/dasheng-*``): a folder with ``model.safetensors`` (or the file itself)
+* ``huggingface`` (``mispeech/dasheng-*``): a folder with ``model.safetensors`` (or the file itself)
   whose keys carry an ``encoder.`` prefix and no front-end buffers, plus ``config.json``.
-* A bare encoder state dict (either prefix) is accepted as well.
+* A bare encoder state dict (either prefix) is read as well.
+
+Readers return the model's own parameter names (:class:`~.model.DashengEncoder`); writers take
+them. Written files are what ``Dasheng.from_pretrained`` and ``dasheng_local`` read.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ import torch
 from torch import Tensor
 
 from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
-from .model import DashengConfig
-from .variants import heads_for_width
+from ..common.files import save_atomic
+from .config import DashengConfig, heads_for_width
 
-__all__ = ["load_dasheng", "read_state_dict", "config_from_state_dict", "to_model_keys", "HF_WEIGHT_FILES"]
+__all__ = ["load_dasheng", "read_state_dict", "config_from_state_dict", "to_model_keys", "to_official_keys",
+           "write_pip", "write_huggingface", "fingerprint", "HF_WEIGHT_FILES"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +126,11 @@ def config_from_state_dict(state: Mapping[str, Tensor], hf_config: Mapping[str, 
     )
 
 
+def fingerprint(obj: Any, keys: str) -> int | None:
+    """Dasheng's separate time and frequency positional tables (rank 20, see ``detect_family``)."""
+    return 20 if re.search(r"(^|\.)(time_pos_embed|freq_pos_embed)$", keys, re.M) else None
+
+
 def to_model_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Official names -> :class:`DashengEncoder` names."""
     out = {}
@@ -134,6 +143,60 @@ def to_model_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def to_official_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """:class:`DashengEncoder` names -> the pip package's (``front_end.0.*``, ``init_bn.1.*``)."""
+    out = {}
+    for key, value in state.items():
+        for official, ours in _RENAMES[:3]:
+            if key == ours or (ours.endswith(".") and key.startswith(ours)):
+                key = official + key[len(ours):]
+                break
+        out[key] = value.detach().cpu().clone()
+    return out
+
+
+def architecture_config(config: DashengConfig) -> dict[str, Any]:
+    """The constructor arguments of the pip package's encoder for ``config`` (what its
+    ``Dasheng.from_pretrained`` passes to ``AudioTransformerMAE_Encoder``)."""
+    return {"embed_dim": config.embed_dim, "depth": config.depth, "num_heads": config.num_heads,
+            "patch_size": [config.n_mels, config.patch_frames], "patch_stride": [config.n_mels, config.patch_frames],
+            "target_length": config.chunk_patches * config.patch_frames, "n_mels": config.n_mels}
+
+
+def write_pip(path: str | os.PathLike, config: DashengConfig, state: Mapping[str, Tensor],
+              stored_config: Mapping[str, Any] | None = None) -> Path:
+    """``{"model": official names, "config": ...}`` as the pip package reads it, written atomically.
+    ``stored_config`` defaults to the architecture (:func:`architecture_config`); the Zenodo files
+    store their training configuration there instead."""
+    payload = {"model": to_official_keys(state),
+               "config": dict(stored_config) if stored_config is not None else architecture_config(config)}
+    save_atomic(payload, Path(path))
+    return Path(path)
+
+
+def write_huggingface(folder: str | os.PathLike, config: DashengConfig, state: Mapping[str, Tensor],
+                      name: str = "dasheng-base") -> Path:
+    """A Hugging Face ``mispeech/dasheng-*`` folder: ``encoder.``-prefixed safetensors without the
+    torchaudio front-end buffers, and its config.json."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"encoder.{k}": v.contiguous() for k, v in to_official_keys(state).items()
+               if not k.startswith("front_end")}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    hf_config = {
+        "architectures": ["DashengModel"],
+        "auto_map": {"AutoConfig": "configuration_dasheng.DashengConfig",
+                     "AutoModel": "modeling_dasheng.DashengModel"},
+        "encoder_kwargs": {k: v for k, v in architecture_config(config).items() if k != "n_mels"},
+        "loss": "BCELoss", "model_type": "dasheng", "name": name,
+        "torch_dtype": "float32", "transformers_version": "4.38.2",
+    }
+    (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
+    return folder
+
+
 def load_dasheng(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
                  overrides: Mapping[str, Any] | None = None):
     """Build a :class:`DashengEncoder` with the weights of an official checkpoint, memory-lean.
@@ -141,8 +204,7 @@ def load_dasheng(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
     The model is created on the ``meta`` device and takes the loaded (memory-mapped) tensors
     over with ``assign=True``, so a 1.2B checkpoint needs about one copy of its weights in RAM.
     """
-    from .frontend import DashengFrontEnd
-    from .model import DashengEncoder
+    from .model import DashengEncoder, DashengFrontEnd
 
     path = Path(path)
     state, hf_config, fmt = read_state_dict(path)

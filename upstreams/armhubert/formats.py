@@ -1,0 +1,6 @@
+"""ARMHuBERT / ARMwavLM / MaskHuBERT release files: the Lightning ``.ckpt`` (+ companion yaml) of the
+official ``train.py``, read and written by the shared student codec (``common/student/formats.py``)."""
+from ..common.student.formats import fingerprint_arm as fingerprint
+from ..common.student.formats import read_student, write_release
+
+__all__ = ["fingerprint", "read_student", "write_release"]

@@ -1,0 +1,18 @@
+"""The builder of the STaRHuBERT / STaRWavLM entries (the shared student upstream)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..common.student.config import STAR
+from ..common.student.upstream import StudentUpstream, build_student_upstream
+from .releases import DEFAULT_RELEASE, RELEASES
+
+__all__ = ["StudentUpstream", "build"]
+
+
+def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool = False, **kwargs) -> StudentUpstream:
+    """``starhubert``: the official name (``-k .ckpt -g .yaml``, or STaRHuBERT without ``-k``);
+    ``starhubert_local``: ``-k .ckpt [-g .yaml]``; the named releases download their file."""
+    release = RELEASES.get(DEFAULT_RELEASE.get(entry, entry))
+    return build_student_upstream(entry, STAR, ckpt, model_config, refresh, release=release,
+                                  local_entry="starhubert_local", **kwargs)
