@@ -25,6 +25,7 @@ __all__ = [
     "Workspace",
     "inference_only",
     "feed_forward_in",
+    "linear_in",
     "attention_bias",
     "ViTAttention",
     "ViTBlock",
@@ -63,16 +64,22 @@ def inference_only(module: nn.Module, x: Tensor) -> bool:
     return not module.training and not (torch.is_grad_enabled() and x.requires_grad)
 
 
+def linear_in(workspace: Workspace, role: str, x: Tensor, linear: nn.Linear) -> Tensor:
+    """``linear(x)`` written into the workspace's ``role`` buffer (valid until the next call for
+    that role)."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = workspace.take(role, (rows.shape[0], linear.out_features), rows)
+    if linear.bias is not None:
+        torch.addmm(linear.bias, rows, linear.weight.t(), out=out)
+    else:
+        torch.mm(rows, linear.weight.t(), out=out)
+    return out.view(*x.shape[:-1], linear.out_features)
+
+
 def feed_forward_in(workspace: Workspace, x: Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Tensor:
     """``fc2(gelu(fc1(x)))`` with the hidden activation in a reused buffer, GELU in place."""
-    rows = x.reshape(-1, x.shape[-1])
-    hidden = workspace.take("ffn", (rows.shape[0], fc1.out_features), rows)
-    if fc1.bias is not None:
-        torch.addmm(fc1.bias, rows, fc1.weight.t(), out=hidden)
-    else:
-        torch.mm(rows, fc1.weight.t(), out=hidden)
-    torch.ops.aten.gelu_(hidden)
-    return F.linear(hidden, fc2.weight, fc2.bias).view(*x.shape[:-1], fc2.out_features)
+    hidden = torch.ops.aten.gelu_(linear_in(workspace, "ffn", x, fc1))
+    return F.linear(hidden, fc2.weight, fc2.bias)
 
 
 def attention_bias(key_padding_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -122,13 +129,15 @@ class ViTAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, bias: Tensor | None = None, attend=None) -> Tensor:
+    def forward(self, x: Tensor, bias: Tensor | None = None, attend=None, workspace: Workspace | None = None) -> Tensor:
         """``attend`` (optional): a function of the fused ``qkv`` projection that returns the
-        attention output in place of the plain per-sequence attention (M2D's packed chunks)."""
+        attention output in place of the plain per-sequence attention (M2D's packed chunks);
+        ``workspace`` (inference): the projection goes into a reused buffer."""
+        qkv = self.qkv(x) if workspace is None else linear_in(workspace, "qkv", x, self.qkv)
         if attend is not None:
-            return self.proj(attend(self.qkv(x)))
+            return self.proj(attend(qkv))
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -162,8 +171,8 @@ class ViTBlock(nn.Module):
         if workspace is None:
             x = x + self.attn(self.norm1(x), bias, attend)
             return x + self.mlp(self.norm2(x))
-        # inference: the same sums, the residual added in place, the MLP's hidden in a reused buffer
-        x = self.attn(self.norm1(x), bias, attend).add_(x)
+        # inference: the same sums, the residual added in place, the projections in reused buffers
+        x = self.attn(self.norm1(x), bias, attend, workspace).add_(x)
         return feed_forward_in(workspace, self.norm2(x), self.mlp.fc1, self.mlp.fc2).add_(x)
 
 

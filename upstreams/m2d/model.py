@@ -122,11 +122,14 @@ class M2DEncoder(nn.Module):
                 outs.append(out if valid is None else out.index_select(0, valid))
             return torch.cat(outs) if len(outs) > 1 else outs[0]
 
-        rows = layout.batch * layout.num_chunks * unit_steps * n_freq
-        shape = (layout.batch, layout.num_chunks * unit_steps, n_freq * d)
+        rows = layout.batch * layout.out_steps * n_freq
+        shape = (layout.batch, layout.out_steps, n_freq * d)
 
         def to_output(h: Tensor) -> Tensor:
-            out = h.new_zeros(rows, d).index_copy(0, layout.output_rows, h.index_select(0, layout.patch_tokens))
+            # every row is written once: the patch tokens, then zeros where an item has no step
+            out = h.new_empty(rows, d).index_copy_(0, layout.output_rows, h.index_select(0, layout.patch_tokens))
+            if layout.zero_rows is not None:
+                out.index_fill_(0, layout.zero_rows, 0.0)
             return out.view(shape)
 
         outputs = []
@@ -200,16 +203,17 @@ class M2DModel(nn.Module):
         lms = (lms - self.norm_mean) / self.norm_std
         return self.encode_lms(lms, frames)
 
-    def encode_lms(self, lms: Tensor, frames: Tensor) -> tuple[list[Tensor], Tensor]:
+    def encode_lms(self, lms: Tensor, frames: Tensor, out_steps: int | None = None) -> tuple[list[Tensor], Tensor]:
         """Encode normalised log-mel ``[B, 80, T]`` whose item b has ``frames[b]`` valid frames.
 
-        Returns per-layer ``[B, C * T'_unit, F' * D]`` (C = chunks of the longest item; steps past
-        an item's own count are zero) and the valid steps per item.
+        Returns per-layer ``[B, S, F' * D]`` and the valid steps per item; steps past an item's
+        own count are zero. ``S = out_steps`` (the frames the caller keeps; later steps are not
+        written), by default ``C * T'_unit`` (C = chunks of the longest item).
         """
         config = self.config
         unit = config.input_size[1]
         batch, n_mels, total = lms.shape
-        layout = ChunkLayout([int(n) for n in frames.tolist()], config)  # one host sync
+        layout = ChunkLayout([int(n) for n in frames.tolist()], config, out_steps)  # one host sync
 
         # Zero (in the normalised domain) every frame past an item's end, then cut into chunks.
         device = lms.device
@@ -234,12 +238,14 @@ class ChunkLayout:
     packed into one ``[T, D]`` matrix: no work is spent on padding there.
     """
 
-    def __init__(self, frame_counts: list[int], config: M2DConfig):
+    def __init__(self, frame_counts: list[int], config: M2DConfig, out_steps: int | None = None):
         unit, pt = config.input_size[1], config.patch_size[1]
         n_freq, unit_steps = config.grid_size
         self.n_freq, self.unit_steps, self.pt = n_freq, unit_steps, pt
         self.batch = len(frame_counts)
         self.num_chunks = max(-(-n // unit) for n in frame_counts)
+        #: output steps per item: item b's step s (chunk i, column t: s = i * T'_unit + t) is row b * S + s
+        self.out_steps = self.num_chunks * unit_steps if out_steps is None else int(out_steps)
         chunk_ids, chunk_steps, self.item_steps = [], [], []
         for b, n in enumerate(frame_counts):
             padded_n = n + (pt - n % unit % pt) % pt
@@ -267,17 +273,22 @@ class ChunkLayout:
             flat = token_valid.flatten().nonzero().squeeze(1)
             self.valid_index.append(None if bool(token_valid.all()) else flat)
             self.key_padding.append(None if bool(token_valid.all()) else ~token_valid)
-            # where each valid patch token lands in the [B * C * T'_unit * F', D] output
-            rows = torch.tensor(ids).unsqueeze(1) * unit_steps + step_of.unsqueeze(0)
-            rows = rows * n_freq + freq_of.unsqueeze(0)  # [n, F' * width]
+            # where each valid patch token lands in the [B * S * F', D] output
+            chunk = torch.tensor(ids).unsqueeze(1)
+            item_step = (chunk % self.num_chunks) * unit_steps + step_of.unsqueeze(0)  # [n, F' * width]
+            rows = (chunk // self.num_chunks * self.out_steps + item_step) * n_freq + freq_of.unsqueeze(0)
             packed_pos = torch.full(token_valid.shape, -1, dtype=torch.long)
             packed_pos[token_valid] = torch.arange(int(token_valid.sum())) + offset
-            targets.append(rows[patch_valid])
-            sources.append(packed_pos[:, 1:][patch_valid])
+            kept = patch_valid & (item_step < self.out_steps)
+            targets.append(rows[kept])
+            sources.append(packed_pos[:, 1:][kept])
             offset += int(token_valid.sum())
         self.num_tokens = offset
         self.output_rows = torch.cat(targets)
         self.patch_tokens = torch.cat(sources)
+        unwritten = torch.ones(self.batch * self.out_steps * n_freq, dtype=torch.bool)
+        unwritten[self.output_rows] = False
+        self.zero_rows = unwritten.nonzero().squeeze(1) if bool(unwritten.any()) else None
         self.chunk_index = [torch.tensor(ids) for ids, _, _ in self.groups]
 
     def to(self, device) -> "ChunkLayout":
@@ -285,5 +296,6 @@ class ChunkLayout:
         self.valid_index = [move(t) for t in self.valid_index]
         self.key_padding = [move(t) for t in self.key_padding]
         self.output_rows, self.patch_tokens = move(self.output_rows), move(self.patch_tokens)
+        self.zero_rows = move(self.zero_rows)
         self.chunk_index = [move(t) for t in self.chunk_index]
         return self

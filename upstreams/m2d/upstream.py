@@ -12,6 +12,7 @@ from torch import Tensor
 from ..common.base import Upstream
 from ..common.checkpoint import CheckpointError, resolve_checkpoint
 from ..common.config import options_from
+from ..common.masks import num_frames_s3prl
 from .config import M2DConfig, M2DOptions, resolve_config
 from .formats import find_weight_file, read_checkpoint
 from .model import M2DModel
@@ -62,7 +63,9 @@ class M2DUpstream(Upstream):
         if self.collect_stats is not None:
             self._update_stats(lms, frames, padded.shape)
         lms = (lms - model.norm_mean) / model.norm_std
-        hidden, _ = model.encode_lms(lms.to(self.encoder_dtype), frames)
+        # exactly the frames s3prl keeps: nothing to trim or pad afterwards
+        keep = num_frames_s3prl(padded.shape[-1], self.downsample_rate)
+        hidden, _ = model.encode_lms(lms.to(self.encoder_dtype), frames, out_steps=keep)
         return {"hidden_states": hidden}
 
     def _update_stats(self, lms: Tensor, frames: Tensor, shape) -> None:
