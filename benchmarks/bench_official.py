@@ -69,7 +69,7 @@ def _melhubert(frame_period_ms):
     def write(folder: Path) -> dict:
         from s3prl_plugins.upstreams.melhubert import testing
         from s3prl_plugins.upstreams.melhubert.config import MelHuBERTConfig
-        from s3prl_plugins.upstreams.melhubert import stats
+        from s3prl_plugins.upstreams.melhubert import config as stats
 
         path = folder / f"melhubert_{frame_period_ms}ms.ckpt"
         if not path.exists():
@@ -83,7 +83,7 @@ def _melhubert(frame_period_ms):
 
 def _student(published, flavour):
     def write(folder: Path) -> dict:
-        from s3prl_plugins.upstreams.armhubert import testing
+        from s3prl_plugins.upstreams.common.student import testing
         from s3prl_plugins.upstreams.common.student.config import PUBLISHED
 
         path, yaml_path = folder / f"{published}.ckpt", folder / f"{published}.yaml"
@@ -113,6 +113,11 @@ def _student_pair(name, published, flavour, kind):
                 lambda p: (kind, {"ckpt": p["ckpt"], "model_config": p["model_config"]}))
 
 
+def _dasheng_pair(name, embed_dim, depth, heads, large=False):
+    return Pair(name, _dasheng(embed_dim, depth, heads), lambda p: ("dasheng", {"ckpt": p["ckpt"], "variant": name}),
+                lambda p: ("dasheng_local", {"ckpt": p["ckpt"]}), large=large)
+
+
 PAIRS = {p.name: p for p in (
     Pair("m2d_vit_base", _m2d((80, 608), (16, 16), "m2d_vit_base"),
          lambda p: ("m2d", {"ckpt": p["ckpt"]}), lambda p: ("m2d", {"ckpt": p["ckpt"]})),
@@ -129,12 +134,9 @@ PAIRS = {p.name: p for p in (
     _student_pair("maskhubert", "MaskHuBERT", "arm", "maskhubert"),
     _student_pair("starhubert", "STaRHuBERT", "star", "starhubert"),
     _student_pair("starhubert_l", "STaRHuBERT-L", "star", "starhubert"),
-    Pair("dasheng_base", _dasheng(768, 12, 12), lambda p: ("dasheng", {"ckpt": p["ckpt"]}),
-         lambda p: ("dasheng_local", {"ckpt": p["ckpt"]})),
-    Pair("dasheng_06B", _dasheng(1280, 32, 16), lambda p: ("dasheng", {"ckpt": p["ckpt"]}),
-         lambda p: ("dasheng_local", {"ckpt": p["ckpt"]}), large=True),
-    Pair("dasheng_12B", _dasheng(1536, 40, 24), lambda p: ("dasheng", {"ckpt": p["ckpt"]}),
-         lambda p: ("dasheng_local", {"ckpt": p["ckpt"]}), large=True),
+    _dasheng_pair("dasheng_base", 768, 12, 12),
+    _dasheng_pair("dasheng_06B", 1280, 32, 16, large=True),
+    _dasheng_pair("dasheng_12B", 1536, 40, 24, large=True),
 )}
 
 

@@ -177,10 +177,11 @@ def official_upstream(kind: str, ckpt: str, model_config: str | None = None, **o
     (the pip package's model; its forward returns the last layer)."""
     _compat_for_official()
     if kind == "dasheng":
-        import dasheng  # noqa: F401  (the pip package)
-        from dasheng.pretrained.pretrained import Dasheng
+        # the package's own constructor of the variant (``dasheng_base(path)`` etc.): the released
+        # files store their training configuration, not the architecture, so the heads come from it
+        from dasheng.pretrained import pretrained
 
-        return Dasheng.from_pretrained(ckpt).eval()
+        return getattr(pretrained, options["variant"])(path=ckpt).eval()
     _overlay()
     if kind == "m2d":
         hubconf = importlib.import_module("s3prl.upstream.m2d_official.hubconf")

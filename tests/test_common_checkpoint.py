@@ -211,6 +211,46 @@ def test_download_cache_and_zip(monkeypatch, tmp_path):
     assert ck.resolve_checkpoint(url).read_bytes() == b"abc"
 
 
+def test_concurrent_downloads_of_one_file_fetch_it_once(monkeypatch, tmp_path):
+    """Two processes of a distributed run asking for the same release at the same moment: the file
+    lock makes the second wait and find the file, so the server sees one request."""
+    import multiprocessing
+    import time
+
+    monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
+    body = b"x" * (4 << 20)
+    with _Server({"/big.pt": (body, "application/octet-stream")}) as server:
+        requests = []
+        handler = server.httpd.RequestHandlerClass
+        original = handler.do_GET
+
+        def slow_counting(self):  # slow enough that both processes are waiting at once
+            requests.append(self.path)
+            time.sleep(0.5)
+            original(self)
+
+        handler.do_GET = slow_counting
+        url = server.url + "/big.pt"
+        context = multiprocessing.get_context("fork")
+        barrier, results = context.Barrier(2), context.Queue()
+
+        def fetch():
+            barrier.wait()
+            results.put(str(ck.resolve_checkpoint(url)))
+
+        workers = [context.Process(target=fetch) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        paths = [results.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(30)
+            assert worker.exitcode == 0
+        # the server thread lives in this process, so it counts both workers' requests
+        assert paths[0] == paths[1] == str(ck.cached_download_path(url))
+        assert ck.cached_download_path(url).read_bytes() == body
+        assert requests == ["/big.pt"]
+
+
 def test_unreachable_download_names_the_file_to_fetch(monkeypatch, tmp_path):
     monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path))
     with pytest.raises(ck.CheckpointError) as info:
