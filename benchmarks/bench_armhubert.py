@@ -114,7 +114,7 @@ def measure_loading(path: str, how: str) -> dict:
     """Peak resident memory while loading ``path``: our entry vs a plain ``torch.load``."""
     import torch
 
-    from s3prl_plugins.upstreams.armhubert import entries, testing  # noqa: F401 - imports are not loading
+    from s3prl_plugins.upstreams.armhubert import hubconf, testing  # noqa: F401 - imports are not loading
     from s3prl_plugins.upstreams.common import checkpoint  # noqa: F401
 
     base = _rss_mib("VmRSS")

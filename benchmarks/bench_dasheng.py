@@ -37,7 +37,8 @@ def _build(impl, size, dtype, device, official_dir):
     d, depth, heads = SIZES[size]
     if impl == "ours":
         from s3prl_plugins.upstreams.dasheng.upstream import DashengUpstream
-        from s3prl_plugins.upstreams.dasheng.config import DashengConfig, DashengEncoder
+        from s3prl_plugins.upstreams.dasheng.config import DashengConfig
+        from s3prl_plugins.upstreams.dasheng.model import DashengEncoder
 
         encoder = DashengEncoder(DashengConfig(embed_dim=d, depth=depth, num_heads=heads, mlp_hidden_dim=4 * d))
         for module in (encoder.patch_embed, *encoder.blocks, encoder.norm):

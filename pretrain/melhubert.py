@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..upstreams.melhubert.config import MelHuBERTConfig, load_stats
-from ..upstreams.melhubert.formats import official_model_section, write_runner_checkpoint
+from ..upstreams.melhubert.formats import official_model_section, runner_args, write_runner_checkpoint
 from ..upstreams.melhubert.model import MelHuBERTModel
-from ..upstreams.common.files import save_atomic, save_npy_atomic
+from ..upstreams.common.files import save_atomic, save_npy_atomic, write_text_atomic
 from ..upstreams.common.masks import padding_mask
 from .config import ConfigError
 from .data import DataError, load_npy, random_crop, read_table, resolve_path
@@ -53,7 +53,7 @@ from .recipe import Recipe, register
 
 __all__ = ["MelHuBERTObjective", "MelHuBERTData", "FbankLabelList", "MelHuBERTForPretraining", "MelHuBERTRecipe",
            "normalise", "stack_frame_pairs", "frame_labels", "resolve_stats", "stats_array", "official_upstream_config",
-           "official_adam_state", "write_official_checkpoint",
+           "official_adam_state", "export_runner_checkpoint",
            "LABEL_RATE_MS", "MIN_LENGTH_FRAMES"]
 
 #: label files hold one cluster id per 10 ms frame, whatever the model's frame period
@@ -330,19 +330,15 @@ def official_adam_state(model: nn.Module, optimizer: dict | None, *, lr: float, 
     return {"state": state, "param_groups": [group]}
 
 
-def write_official_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], model_cfg: MelHuBERTConfig,
+def export_runner_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor], model_cfg: MelHuBERTConfig,
                               *, objective: MelHuBERTObjective | None = None, step: int = 0,
                               optimizer: dict | None = None, args: argparse.Namespace | None = None,
                               runner: dict | None = None) -> Path:
     """The file the official runner writes (``pretrain_expert.save_model``): ``Optimizer``,
     ``Step``, ``Args`` (an ``argparse.Namespace``), ``Runner``, ``model``, ``Upstream_Config``
     ``{'melhubert': ...}``, in this order; written atomically."""
-    fp = model_cfg.frame_period_ms
     if args is None:
-        args = argparse.Namespace(runner_config=f"config/config_runner_{fp}ms.yaml",
-                                  upstream_config=f"config/config_model_{fp}ms.yaml", expdir=str(Path(path).parent),
-                                  frame_period=fp, initial_weight="", init_optimizer_from_initial_weight=False,
-                                  seed=1337, device="cuda")
+        args = runner_args(model_cfg.frame_period_ms, str(Path(path).parent))
     if optimizer is None:
         optimizer = {"state": {}, "param_groups": [_adam_group(len(state_dict), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)]}
     write_runner_checkpoint(path, state_dict, model_cfg, step=step, optimizer=optimizer, args=args, runner=runner or {},
@@ -481,14 +477,14 @@ class MelHuBERTRecipe(Recipe):
         save_npy_atomic(stats_path, self.stats_array())
         state = OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
         adam = official_adam_state(model, optimizer, lr=float(t.lr or 1e-4), betas=t.betas, eps=t.eps)
-        args = argparse.Namespace(runner_config="config_runner.yaml", upstream_config="config_model.yaml",
-                                  expdir=str(folder), frame_period=fp, initial_weight="",
-                                  init_optimizer_from_initial_weight=False, seed=t.seed, device=t.device)
-        path = write_official_checkpoint(folder / f"{stem}.ckpt", state, self.model_cfg, objective=self.objective,
+        args = runner_args(fp, str(folder), runner_config="config_runner.yaml", upstream_config="config_model.yaml",
+                           seed=t.seed, device=t.device)
+        path = export_runner_checkpoint(folder / f"{stem}.ckpt", state, self.model_cfg, objective=self.objective,
                                          step=step, optimizer=adam, args=args, runner=self._runner_section())
         save_atomic({"model": state, "config": official_upstream_config(self.model_cfg, self.objective)},
                     folder / f"{stem}.weights.pt")
-        (folder / "melhubert_local.yaml").write_text(
+        write_text_atomic(
+            folder / "melhubert_local.yaml",
             "# -g file for `run_downstream.py -u melhubert_local -k <this folder>/" + f"{stem}.ckpt -g <this file>`\n"
             f"stats: {json.dumps(str(stats_path.resolve()))}\n")
         return path

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
-from ..common.files import save_atomic
+from ..common.files import save_atomic, write_text_atomic
 from .config import DashengConfig, heads_for_width
 
 __all__ = ["load_dasheng", "read_state_dict", "config_from_state_dict", "to_model_keys", "to_official_keys",
@@ -193,7 +193,7 @@ def write_huggingface(folder: str | os.PathLike, config: DashengConfig, state: M
         "loss": "BCELoss", "model_type": "dasheng", "name": name,
         "torch_dtype": "float32", "transformers_version": "4.38.2",
     }
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
+    write_text_atomic(folder / "config.json", json.dumps(hf_config, indent=2))
     return folder
 
 

@@ -236,6 +236,19 @@ def official_model_section(config: MelHuBERTConfig, training: Mapping[str, Any] 
     return section
 
 
+def runner_args(frame_period_ms: int, expdir: str, **overrides: Any) -> argparse.Namespace:
+    """The ``Args`` namespace of the official runner: ``run_pretrain.py`` with the released
+    configs and seed 1337, unless ``overrides`` say otherwise."""
+    fp = frame_period_ms
+    args = dict(runner_config=f"config/config_runner_{fp}ms.yaml", upstream_config=f"config/config_model_{fp}ms.yaml",
+                expdir=expdir, frame_period=fp, initial_weight="", init_optimizer_from_initial_weight=False,
+                seed=1337, device="cuda")
+    unknown = set(overrides) - set(args)
+    if unknown:
+        raise ValueError(f"unknown runner argument(s) {sorted(unknown)}; known: {sorted(args)}")
+    return argparse.Namespace(**{**args, **overrides})
+
+
 def runner_checkpoint(state_dict: Mapping[str, torch.Tensor], config: MelHuBERTConfig, *, step: int,
                       optimizer: dict, args: argparse.Namespace, runner: dict,
                       training: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -6,14 +6,13 @@ saves (``Optimizer``, ``Step``, ``Args`` as an ``argparse.Namespace``, ``Runner`
 """
 from __future__ import annotations
 
-import argparse
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 from .config import MelHuBERTConfig
-from .formats import VINTAGES, official_model_section, write_runner_checkpoint
+from .formats import VINTAGES, official_model_section, runner_args, write_runner_checkpoint
 from .releases import DEFAULT_NAMED, RELEASES
 
 __all__ = ["TINY_CONFIG", "LAYOUTS", "random_state_dict", "write_official_checkpoint", "make_checkpoint"]
@@ -84,11 +83,7 @@ def write_official_checkpoint(path: str | Path, config: MelHuBERTConfig, *, layo
     if params:
         optimizer.step()
     fp = config.frame_period_ms
-    args = argparse.Namespace(
-        runner_config=f"config/config_runner_{fp}ms.yaml", upstream_config=f"config/config_model_{fp}ms.yaml",
-        expdir="result/melhubert", frame_period=fp, initial_weight="", init_optimizer_from_initial_weight=False,
-        seed=1337, device="cuda",
-    )
+    args = runner_args(fp, "result/melhubert")
     runner = {
         "runner": {"n_epochs": 200, "total_steps": 632600, "gradient_clipping": 10.0,
                    "gradient_accumulate_steps": 8, "log_step": 2500, "save_every_x_epochs": 50},

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..files import save_atomic
+from ..files import save_atomic, write_text_atomic
 from ..checkpoint import CheckpointError, check_family, load_checkpoint
 from ..config import ConfigError, load_model_config
 from .config import ARM, STAR, OPTION_KEYS, StudentConfig, student_config
@@ -246,7 +246,7 @@ def write_release(path: str | os.PathLike, student_state: Mapping[str, torch.Ten
         checkpoint["hyper_parameters"] = hyper_parameters if hyper_parameters is not None else {"cfg": dict(training_cfg)}
     save_atomic(checkpoint, path)
     if yaml_path is not None:
-        Path(yaml_path).write_text(yaml.dump(_plain(training_cfg), sort_keys=False))
+        write_text_atomic(yaml_path, yaml.dump(_plain(training_cfg), sort_keys=False))
     return path
 
 
