@@ -90,13 +90,11 @@ def _pad_to(wave: np.ndarray, seconds: float) -> np.ndarray:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue().encode())
 
 
 def prepare_logmel(source, output, *, csv_name: str = "files.csv", min_seconds: float = 0.0, workers: int = 4,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ..common.checkpoint import CheckpointError, check_family, load_checkpoint, strip_prefix
-from ..common.files import save_atomic
+from ..common.files import atomic_write, save_atomic
 from .config import DEFAULT_STATS, M2DConfig
 
 __all__ = ["LoadedCheckpoint", "read_checkpoint", "find_weight_file", "fingerprint", "write_full", "write_encoder_only",
@@ -198,10 +198,10 @@ def write_release_zip(path: str | os.PathLike, folder: str, weight_file: str | o
     """A GitHub-release-style zip: ``<folder>/<weight file name>``."""
     import zipfile
 
-    path, weight_file = Path(path), Path(weight_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w") as archive:
-        archive.write(weight_file, f"{folder}/{weight_file.name}")
-    os.replace(tmp, path)
-    return path
+    weight_file = Path(weight_file)
+
+    def write(handle):
+        with zipfile.ZipFile(handle, "w") as archive:
+            archive.write(weight_file, f"{folder}/{weight_file.name}")
+
+    return atomic_write(path, write)
