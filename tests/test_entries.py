@@ -45,7 +45,10 @@ def test_entry_through_s3prl_hub(entry, tmp_path):
     import s3prl.hub as s3prl_hub
 
     spec = _spec(entry, tmp_path / "ckpt")
-    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config")).eval()
+    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config"))
+    # built in eval mode, as the s3prl hub's own upstreams are used: model(wavs) is deterministic
+    in_train_mode = [name for name, module in model.named_modules() if module.training]
+    assert not in_train_mode, f"{entry}: built with modules in train mode: {in_train_mode[:5]}"
     rate = model.get_downsample_rates("hidden_states")
     assert isinstance(rate, int) and rate > 0
     with torch.no_grad():
@@ -98,7 +101,10 @@ def test_frames_s3prl_keeps_are_batch_invariant(entry, tmp_path):
     import s3prl.hub as s3prl_hub
 
     spec = _spec(entry, tmp_path / "ckpt")
-    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config")).eval()
+    model = getattr(s3prl_hub, entry)(ckpt=spec.get("ckpt"), model_config=spec.get("model_config"))
+    # built in eval mode, as the s3prl hub's own upstreams are used: model(wavs) is deterministic
+    in_train_mode = [name for name, module in model.named_modules() if module.training]
+    assert not in_train_mode, f"{entry}: built with modules in train mode: {in_train_mode[:5]}"
     rate = model.get_downsample_rates("hidden_states")
     generator = torch.Generator().manual_seed(2)
     waves = [0.1 * torch.randn(n, generator=generator) for n in MIXED_LENGTHS]

@@ -112,7 +112,9 @@ class Family:
         return (*self.entries, *self.releases)
 
     def build(self, entry: str, ckpt=None, model_config=None, refresh: bool = False, **options):
-        return self.resolve(self.builder)(entry, ckpt, model_config, refresh, **options)
+        """The entry's upstream, in eval mode (s3prl's runner and ESPnet switch to train mode
+        themselves when they fine-tune; a plain ``model(wavs)`` gets the deterministic features)."""
+        return self.resolve(self.builder)(entry, ckpt, model_config, refresh, **options).eval()
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -196,4 +196,4 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
     logger.info("%s: loaded %s (%s) from %s", entry, config.describe(), loaded.layout, weight_file)
     upstream = M2DUpstream(_model(config, loaded, stats), stats, collect_stats=collector, stats_updates=updates,
                            ckpt_hint=str(weight_file))
-    return upstream.eval()
+    return upstream
