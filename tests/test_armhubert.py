@@ -292,6 +292,26 @@ def test_official_batching_also_as_keyword(arm_ckpt):
     assert hubconf.armhubert(ckpt=str(ckpt), model_config=str(config), official_batching=True).official_batching
 
 
+def test_official_batching_trains_on_a_padded_single_utterance(arm_ckpt):
+    ckpt, config, _ = arm_ckpt
+    upstream = hubconf.armhubert(ckpt=str(ckpt), model_config=str(config), official_batching=True).train()
+    # a batch of one padded beyond its length (as in a DDP-wide padded batch)
+    out = upstream.model(torch.cat([_wav(0.3), torch.zeros(1600)]).unsqueeze(0), torch.tensor([4800]),
+                         official_batching=True)
+    sum(h.sum() for h in out["hidden_states"]).backward()
+    assert all(p.grad is not None for p in upstream.model.encoder.parameters() if p.requires_grad)
+
+
+def test_gradients_reach_the_waveform_through_a_frozen_cnn(arm_ckpt):
+    ckpt, config, _ = arm_ckpt
+    upstream = hubconf.armhubert(ckpt=str(ckpt), model_config=str(config))
+    for parameter in upstream.model.feature_extractor.parameters():
+        parameter.requires_grad_(False)
+    wav = _wav(0.3).requires_grad_()
+    sum(h.sum() for h in upstream([wav])["hidden_states"]).backward()
+    assert wav.grad is not None and torch.isfinite(wav.grad).all() and wav.grad.abs().sum() > 0
+
+
 def test_forward_backward_in_train_mode_on_short_mixed_batch(arm_ckpt):
     ckpt, config, _ = arm_ckpt
     upstream = hubconf.armhubert(ckpt=str(ckpt), model_config=str(config)).train()

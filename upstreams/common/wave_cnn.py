@@ -228,7 +228,8 @@ class WaveformCNN(nn.Module):
         # Inference: each layer writes into the activation of two layers back (free by then), so
         # the large activations are allocated once, not per layer (on CPUs every fresh buffer
         # costs its page faults). The last layer's output is a buffer of its own.
-        reuse = not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+        reuse = not (torch.is_grad_enabled()
+                     and (wavs.requires_grad or any(p.requires_grad for p in self.parameters())))
         previous = None
         last = len(self.conv_layers) - 1
         for index, block in enumerate(self.conv_layers):

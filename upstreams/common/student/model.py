@@ -86,9 +86,9 @@ class StudentEncoder(PostLNEncoder):
                     reused = self._official_order(probs) if official_batching else probs
                     if bias is not None:
                         # the reusing layers mask the same keys: add the mask once, in place when
-                        # autograd does not need the probabilities (softmax's backward reads them)
-                        in_place = official_batching or overwrite
-                        reused = reused.add_(bias) if in_place else reused + bias
+                        # autograd does not need the probabilities (softmax's backward reads them;
+                        # the official order of a single utterance is a view of them)
+                        reused = reused.add_(bias) if overwrite else reused + bias
             else:
                 # the last layer that reuses this map may softmax it in place
                 last_user = index + 1 == count or self.reuse_pattern[index + 1]
