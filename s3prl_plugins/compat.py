@@ -388,14 +388,22 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+def _accumulating_matmul_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import bmm_flop, mm_flop
+
+    return (mm_flop if len(a_shape) == 2 else bmm_flop)(a_shape, b_shape)
+
+
 def flop_counter():
-    """``FlopCounterMode`` that also counts the CPU attention kernel: up to torch 2.14 its
-    registry has formulas for the CUDA kernels only, so CPU attention would silently count 0."""
+    """``FlopCounterMode`` that also counts what its registry misses (up to torch 2.14), which
+    would silently count 0: the CPU attention kernel (formulas exist for the CUDA kernels only)
+    and the in-place ``addmm_``/``baddbmm_`` (the waveform CNN accumulates its taps with them)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    extra = {}
-    cpu_kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    aten = torch.ops.aten
+    extra = {aten.addmm_: _accumulating_matmul_flops, aten.baddbmm_: _accumulating_matmul_flops}
+    cpu_kernel = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_kernel is not None:
         extra[cpu_kernel] = _cpu_flash_attention_flops
     return FlopCounterMode(display=False, custom_mapping=extra)
