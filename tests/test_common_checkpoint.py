@@ -211,6 +211,25 @@ def test_download_cache_and_zip(monkeypatch, tmp_path):
     assert ck.resolve_checkpoint(url).read_bytes() == b"abc"
 
 
+def test_refresh_replaces_the_file_and_a_failed_refresh_keeps_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
+    files = {"/file.pt": (b"old", "application/octet-stream")}
+    with _Server(files) as server:
+        url = server.url + "/file.pt"
+        path = ck.resolve_checkpoint(url)
+        files["/file.pt"] = (b"new", "application/octet-stream")
+        assert ck.resolve_checkpoint(url).read_bytes() == b"old"  # cached
+        assert ck.resolve_checkpoint(url, refresh=True).read_bytes() == b"new"
+        files["/file.pt"] = (b"<html>quota</html>", "text/html")
+        with pytest.raises(ck.CheckpointError, match="web page"):
+            ck.resolve_checkpoint(url, refresh=True)
+        del files["/file.pt"]
+        with pytest.raises(ck.CheckpointError, match="404"):
+            ck.resolve_checkpoint(url, refresh=True)
+    assert path.read_bytes() == b"new" and sorted(p.name for p in path.parent.iterdir() if "file.pt" in p.name) == [
+        path.name, path.name + ".lock"]
+
+
 def test_concurrent_downloads_of_one_file_fetch_it_once(monkeypatch, tmp_path):
     """Two processes of a distributed run asking for the same release at the same moment: the file
     lock makes the second wait and find the file, so the server sees one request."""

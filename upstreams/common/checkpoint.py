@@ -16,8 +16,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,8 +63,6 @@ def cache_dir() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "s3prl"
 
 
-
-
 def _url_basename(url: str) -> str:
     parsed = urllib.parse.urlparse(url)
     name = os.path.basename(parsed.path) or "download"
@@ -101,25 +99,27 @@ def _fetch(url: str, target: Path) -> None:
 
 def _download(url: str, target: Path, *, local_entry: str | None, what: str, refresh: bool = False) -> None:
     """Fetch ``url`` into the cache once: a file lock makes the other processes of a distributed
-    run wait and then find the file, instead of downloading it again."""
+    run wait and then find the file (with ``refresh``: the file another process fetched while this
+    one waited), instead of downloading it again. The download lands beside ``target`` and
+    replaces it only once checked, so a failed refresh keeps the file that was there."""
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    asked = time.time()
     with FileLock(str(target) + ".lock"):
-        if refresh:
-            target.unlink(missing_ok=True)
-        elif target.exists():
+        if target.exists() and (not refresh or target.stat().st_mtime >= asked):
             return
+        partial = target.with_name(f".{target.name}.download")
         try:
-            _fetch(url, target)
-            with open(target, "rb") as handle:
+            _fetch(url, partial)
+            with open(partial, "rb") as handle:
                 head = handle.read(512).lstrip().lower()
             if head.startswith((b"<!doctype html", b"<html")):
-                target.unlink()
                 raise OSError("the server answered with a web page instead of the file "
                               "(Google Drive quota or a sign-in page)")
+            os.replace(partial, target)
         except Exception as error:  # network errors, HTTP errors, HTML answers
-            target.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             hint = f" and pass it to `-u {local_entry} -k <path>`" if local_entry else ""
             raise CheckpointError(
                 f"Could not download {what} from {url} ({type(error).__name__}: {error}). "
