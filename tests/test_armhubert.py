@@ -395,6 +395,16 @@ def test_file_without_student_weights(tmp_path):
         hubconf.armhubert_local(ckpt=str(path))
 
 
+def test_model_config_booleans_are_read_as_booleans():
+    from s3prl_plugins.upstreams.common.config import ConfigError
+
+    distiller = dict(tiny_distiller(ARM), conv_bias="false", layer_grad_scale="true")
+    config = student_config(distiller, ARM)
+    assert config.conv_bias is False and config.layer_grad_scale is True
+    with pytest.raises(ConfigError, match="conv_bias"):
+        student_config(dict(distiller, conv_bias="maybe"), ARM)
+
+
 def test_bad_official_batching_value(arm_ckpt, tmp_path):
     ckpt, _, _ = arm_ckpt
     flag = tmp_path / "flag.yaml"

@@ -9,12 +9,11 @@ a message instead of being built wrongly.
 from __future__ import annotations
 
 import ast
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..config import ConfigError, warn_unknown_keys
+from ..config import ConfigError, parse_bool, warn_unknown_keys
 from ..wave_cnn import parse_conv_layers
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "PUBLISHED",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: output flavours. "arm": ARMHuBERT / ARMwavLM / MaskHuBERT (hidden states = the 12 projection
 #: heads, 768-d); "star": STaRHuBERT / STaRWavLM (hidden states = the raw layer outputs).
@@ -165,7 +163,7 @@ def student_config(distiller: Mapping[str, Any], flavour: str, *, where: str = "
         flavour=flavour,
         conv_feature_layers=conv_layers,
         extractor_mode=str(distiller.get("extractor_mode", "default")),
-        conv_bias=bool(distiller.get("conv_bias", False)),
+        conv_bias=parse_bool(distiller.get("conv_bias", False), f"{where}: conv_bias"),
         encoder_layers=layers,
         encoder_embed_dim=number("encoder_embed_dim"),
         encoder_ffn_embed_dim=number("encoder_ffn_embed_dim"),
@@ -175,7 +173,7 @@ def student_config(distiller: Mapping[str, Any], flavour: str, *, where: str = "
         crop_seq_to_multiple=max(1, number("crop_seq_to_multiple")),
         reuse_pattern=reuse,
         pred_head_final_dim=number("pred_head_final_dim") if flavour == ARM else 0,
-        layer_grad_scale=bool(distiller.get("layer_grad_scale", False)),
+        layer_grad_scale=parse_bool(distiller.get("layer_grad_scale", False), f"{where}: layer_grad_scale"),
         feature_grad_mult=number("feature_grad_mult", float),
         dropout=number("dropout", float),
         attention_dropout=number("attention_dropout", float),

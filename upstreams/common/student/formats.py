@@ -11,7 +11,6 @@ under ``state_dict``/``model``, given with a ``-g`` yaml.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,6 @@ from .model import StudentModel
 __all__ = ["STUDENT_PREFIX", "LoadedStudent", "read_student", "build_student", "write_release", "official_distiller",
            "OFFICIAL_DISTILLER_FIELDS", "fingerprint_arm", "fingerprint_star"]
 
-logger = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student_model."
 FAMILY = {ARM: "armhubert", STAR: "starhubert"}
