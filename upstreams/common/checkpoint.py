@@ -1,4 +1,5 @@
-"""Finding, downloading and reading checkpoints, and telling the families' files apart.
+"""Finding, downloading and reading checkpoints; :func:`check_family` asks the registry
+(``family.py``, the families' fingerprints) whose file a loaded checkpoint is.
 
 Official releases are torch pickles holding more than tensors (an ``argparse.Namespace`` of
 training arguments, a PyTorch-Lightning ``AttributeDict``, s3prl's ``optimizers.*`` schedule

@@ -212,7 +212,7 @@ class SelfAttention(nn.Module):
         the previous layer's post-softmax map here, hence its "double softmax").
 
         ``overwrite`` (inference only): the map is computed in place, in ``scores`` when given
-        (its content is then lost), else in ``scratch`` (a free [B, H, T, T] float32 buffer) when
+        (its content is then lost), else in ``scratch`` (a free [B, H, T, T] buffer of the map's dtype) when
         given. A [B, H, T, T] map is the largest tensor of the model; on CPUs a fresh one per
         operation costs more in page faults than the softmax itself."""
         b, t, c = x.shape

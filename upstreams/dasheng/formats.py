@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..common.checkpoint import CheckpointError, check_family, load_checkpoint
-from ..common.files import save_atomic, write_text_atomic
+from ..common.files import atomic_write, save_atomic, write_text_atomic
 from .config import DashengConfig, heads_for_width
 
 __all__ = ["load_dasheng", "read_state_dict", "config_from_state_dict", "to_model_keys", "to_official_keys",
@@ -178,13 +178,13 @@ def write_huggingface(folder: str | os.PathLike, config: DashengConfig, state: M
                       name: str = "dasheng-base") -> Path:
     """A Hugging Face ``mispeech/dasheng-*`` folder: ``encoder.``-prefixed safetensors without the
     torchaudio front-end buffers, and its config.json."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"encoder.{k}": v.contiguous() for k, v in to_official_keys(state).items()
                if not k.startswith("front_end")}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    atomic_write(folder / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     hf_config = {
         "architectures": ["DashengModel"],
         "auto_map": {"AutoConfig": "configuration_dasheng.DashengConfig",

@@ -111,7 +111,7 @@ class DashengEncoder(nn.Module):
 
     Parameter names equal the official ones (``patch_embed.proj``, ``time_pos_embed``,
     ``freq_pos_embed``, ``blocks.i.*``, ``norm``) except for the front end, whose official
-    ``front_end.0.*`` / ``init_bn.1.*`` buffers live in ``front_end`` (see the importers).
+    ``front_end.0.*`` / ``init_bn.1.*`` buffers live in ``front_end`` (see ``formats.py``).
     """
 
     def __init__(self, config: DashengConfig, front_end: DashengFrontEnd | None = None):

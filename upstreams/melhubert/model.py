@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..common.fbank import KaldiFbank
+from ..common.masks import padding_mask
 from ..common.transformer import PostLNEncoder, attention_bias
 from .config import MelHuBERTConfig, NormalisationStats
 
@@ -110,8 +111,7 @@ class MelHuBERTFrontEnd(nn.Module):
     def forward(self, padded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         fbank, num_frames = self.fbank(padded.float() * WAVEFORM_SCALE, lengths)
         features = (fbank - self.mean) / self.std
-        positions = torch.arange(features.shape[1], device=features.device)
-        features = features.masked_fill((positions[None, :] >= num_frames[:, None]).unsqueeze(-1), 0.0)
+        features = features.masked_fill(padding_mask(num_frames, features.shape[1]).unsqueeze(-1), 0.0)
         if self.stack == 1:
             return features, num_frames
         batch, frames, bins = features.shape
