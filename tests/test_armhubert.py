@@ -153,17 +153,20 @@ def test_named_release_entries_load_from_the_cache(entry, tmp_path, cache_root):
 
 
 def test_named_entry_without_network_names_the_file_and_local_entry(tmp_path, monkeypatch):
-    import urllib.error
-    import urllib.request
+    from s3prl_plugins.upstreams.common import checkpoint
 
     monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path / "empty_cache"))
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("network unreachable")
+    def offline(url, target):  # what urllib / huggingface_hub raise without a network, without their retries
+        raise OSError("network unreachable")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(CheckpointError, match=r"(?s)ARMHuBERT-S-960h\.ckpt.*armhubert_local"):
+    monkeypatch.setattr(checkpoint, "_fetch", offline)
+    # the fix it names: the entry itself with a copy fetched by hand (the release's facts still apply)
+    with pytest.raises(CheckpointError, match=r"(?s)ARMHuBERT-S-960h\.ckpt.*-u armhubert_s_960h -k <path>"):
         hubconf.armhubert_s_960h()
+    # an official entry name that downloads a default release names that release's entry
+    with pytest.raises(CheckpointError, match=r"(?s)ARMHuBERT-960h\.ckpt.*-u armhubert_960h -k <path>"):
+        hubconf.armhubert()
 
 
 # ------------------------------------------------------------------------------------------------

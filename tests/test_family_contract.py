@@ -4,6 +4,7 @@ checkpoint detection, the generated entries, the benchmarks' list and the pre-tr
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -193,3 +194,44 @@ def test_a_sixth_family_is_a_new_folder_and_nothing_else(tmp_path):
     assert "toyfam" in found["wrong_family_error"] and "-u toyfam_local" in found["wrong_family_error"]
     assert "toyrecipe" in found["recipes"] and "toyfam_small" in found["architectures"]
     assert {"m2d", "melhubert", "armhubert", "starhubert", "dasheng", "toyfam"} == set(found["families"])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, f in families().items() if f.releases))
+def test_k_of_a_named_release_is_a_copy_of_it_in_every_family(name, tmp_path, monkeypatch):
+    """One rule for ``-k`` on a named release entry, whatever the family: a copy of the release
+    fetched by hand (blocked download, offline machine), read with the release's facts; without
+    ``-k`` a failed download names exactly that fix."""
+    import torch
+
+    from s3prl_plugins.upstreams.common import checkpoint
+    from s3prl_plugins.upstreams.common.checkpoint import CheckpointError
+    from s3prl_plugins.upstreams.common.family import make_test_checkpoint
+
+    family = families()[name]
+    entry = sorted(family.releases)[0]
+    monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
+    assert make_test_checkpoint(entry, tmp_path / "made")["ckpt"] is None  # written where the download lands
+    wavs = [torch.randn(16000, generator=torch.Generator().manual_seed(0)) * 0.1]
+    with torch.no_grad():
+        expected = getattr(hub, entry)()(wavs)["hidden_states"]
+
+    (cached,) = [p for p in (tmp_path / "cache" / "download").iterdir() if p.is_file() and not p.name.endswith(".lock")]
+    copy = tmp_path / "fetched by hand" / f"my-copy{cached.suffix}"  # renamed: the release's facts must still apply
+    copy.parent.mkdir()
+    cached.rename(copy)
+    for extracted in [p for p in cached.parent.iterdir() if p.is_dir()]:  # an unpacked release zip
+        shutil.rmtree(extracted)
+
+    def offline(url, target):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(checkpoint, "_fetch", offline)
+    with pytest.raises(CheckpointError, match=f"-u {entry} -k <path>"):
+        getattr(hub, entry)()
+    with torch.no_grad():
+        hidden = getattr(hub, entry)(ckpt=str(copy))(wavs)["hidden_states"]
+    assert len(hidden) == len(expected)
+    for got, want in zip(hidden, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for official_name, release in family.default_releases.items():
+        assert family.release_for(official_name) is family.releases[release]

@@ -152,7 +152,8 @@ def test_release_zip_from_named_entry(tmp_path, cache_root, capsys):
     assert upstream.config.input_size == (80, 608) and upstream.config.patch_size == (80, 2)
     assert (upstream.model.norm_mean, upstream.model.norm_std) == (-10.5, 4.1)
     assert upstream(_wavs(16000))["hidden_states"][0].shape == (1, 50, upstream.get_output_dim())
-    with pytest.raises(CheckpointError, match="m2d_local"):
+    # -k PATH on a named entry: a copy of the release fetched by hand (here: one that does not exist)
+    with pytest.raises(CheckpointError, match="not found: /some/file.pth"):
         hubconf.m2d_s_vit_base_6s(ckpt="/some/file.pth")
 
 

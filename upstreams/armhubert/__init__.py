@@ -5,7 +5,7 @@
 batches (the default treats each utterance as if alone).
 """
 from ..common.family import Architecture, Family, Recipe
-from .releases import RELEASES
+from .releases import DEFAULT_RELEASE, RELEASES
 
 FAMILY = Family(
     name="armhubert",
@@ -13,6 +13,7 @@ FAMILY = Family(
     package=__name__,
     entries=("armhubert", "maskhubert", "armhubert_local", "maskhubert_local"),
     releases=RELEASES,
+    default_releases=DEFAULT_RELEASE,
     local_entry="armhubert_local",
     entry_docs={
         "armhubert": "Official form -u armhubert -k <.ckpt> -g <.yaml> (ARMHuBERT, ARMwavLM, MaskHuBERT files); "

@@ -37,6 +37,7 @@ __all__ = [
     "cache_dir",
     "cached_download_path",
     "resolve_checkpoint",
+    "resolve_entry_checkpoint",
     "load_checkpoint",
     "detect_family",
     "check_family",
@@ -176,6 +177,30 @@ def resolve_checkpoint(
     if path.is_file() and path.suffix == ".zip":
         return _extract_zip(path)
     return path
+
+
+def resolve_entry_checkpoint(entry: str, release, ckpt, *, refresh: bool = False,
+                             local_entry: str) -> tuple[Path, Any]:
+    """``-k`` of an entry, the same in every family. ``release`` is what the entry downloads
+    without ``-k`` (``Family.release_for``):
+
+    * a named release (``release.entry == entry``): ``-k PATH`` is a copy of that release fetched
+      by hand (a blocked download, an offline machine) and the release's facts still apply;
+    * a default release (official entry names such as ``armhubert``): ``-k`` is any checkpoint of
+      the family, and the release plays no part;
+    * no release: ``-k`` is required.
+
+    Returns the local path and the release whose facts apply (None for a checkpoint of one's own).
+    """
+    given = ckpt is not None and str(ckpt).strip() != ""
+    if release is None or (given and release.entry != entry):
+        return resolve_checkpoint(ckpt, refresh=refresh, local_entry=local_entry), None
+    if given:
+        return resolve_checkpoint(ckpt, refresh=refresh, local_entry=entry), release
+    # a failed download names the release's own entry: there a copy fetched by hand keeps the facts
+    path = resolve_checkpoint(release.url, refresh=refresh, local_entry=release.entry, filename=release.filename,
+                              what=f"the {release.title} checkpoint")
+    return path, release
 
 
 # ---------------------------------------------------------------------------------------------

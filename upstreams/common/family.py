@@ -85,6 +85,7 @@ class Family:
     title: str
     #: entries that take a checkpoint path (-k), besides the named releases
     entries: tuple[str, ...]
+    #: the named releases, by entry: ``-k`` there is an already fetched copy of the release
     releases: Mapping[str, Release]
     #: the entry that reads any local file of this family (named in error messages)
     local_entry: str
@@ -101,6 +102,9 @@ class Family:
     package: str = ""
     #: one-line docstring per entry (generated entries show it in s3prl's listing)
     entry_docs: Mapping[str, str] = field(default_factory=dict)
+    #: entries of ``entries`` that download a release when called without ``-k`` (official entry
+    #: names such as ``armhubert``) -> that release's entry; with ``-k`` they read any checkpoint
+    default_releases: Mapping[str, str] = field(default_factory=dict)
 
     def resolve(self, reference: str) -> Callable:
         """``"module:function"`` relative to the family's package -> the function (imported now)."""
@@ -110,6 +114,11 @@ class Family:
     @property
     def all_entries(self) -> tuple[str, ...]:
         return (*self.entries, *self.releases)
+
+    def release_for(self, entry: str) -> Release | None:
+        """The release ``entry`` downloads when called without ``-k``: its own (a named release)
+        or its default one; None for entries that always need ``-k``."""
+        return self.releases.get(entry) or self.releases.get(self.default_releases.get(entry, ""))
 
     def build(self, entry: str, ckpt=None, model_config=None, refresh: bool = False, **options):
         """The entry's upstream, in eval mode (s3prl's runner and ESPnet switch to train mode
@@ -126,6 +135,9 @@ _SCANNED = False
 def register(family_obj: Family, package: str) -> Family:
     """Add ``family_obj`` (defined in ``package``); entry names must be unique over all families."""
     family_obj.package = family_obj.package or package
+    for entry, release in family_obj.default_releases.items():
+        if entry not in family_obj.entries or release not in family_obj.releases:
+            raise RuntimeError(f"{family_obj.name}: default release {entry!r} -> {release!r} names no entry/release")
     for entry in family_obj.all_entries:
         owner = _ENTRY_OWNER.get(entry)
         if owner is not None and owner != family_obj.name:
@@ -212,7 +224,7 @@ def entry_functions(family_obj: Family) -> dict[str, Callable]:
         release = family_obj.releases.get(entry)
         doc = family_obj.entry_docs.get(entry)
         if doc is None and release is not None:
-            doc = f"{release.title}: {release.description} ({release.url})."
+            doc = f"{release.title}: {release.description} ({release.url}). -k: a copy of it fetched by hand."
         function.__doc__ = doc or f"{family_obj.title}: -u {entry} -k CHECKPOINT [-g MODEL_CONFIG]."
         function.__module__ = f"{family_obj.package}.hubconf"
         return function

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..common.config import ConfigError
+from .releases import RELEASES
 
 __all__ = ["DashengConfig", "DashengOptions", "heads_for_width", "SAMPLE_RATE", "HOP_LENGTH"]
 
@@ -43,16 +44,14 @@ class DashengConfig:
         return asdict(self)
 
 
-#: the released widths' head counts (64-dim heads, except 80 for the 0.6B model); the head count is
-#: in no tensor shape and the configs stored in the official files are not trustworthy (the pip
-#: loaders override them), so it comes from the width
-_HEADS_BY_WIDTH = {768: 12, 1280: 16, 1536: 24}
-
-
 def heads_for_width(embed_dim: int) -> int | None:
-    """Head count of a released width; other widths use 64-dim heads when they divide evenly."""
-    if embed_dim in _HEADS_BY_WIDTH:
-        return _HEADS_BY_WIDTH[embed_dim]
+    """Head count of a released width (64-dim heads, except 80 for the 0.6B model); other widths
+    use 64-dim heads when they divide evenly. The head count is in no tensor shape and the
+    configs stored in the official files are not trustworthy (the pip loaders override them), so
+    it comes from the width."""
+    for release in RELEASES.values():
+        if release.embed_dim == embed_dim:
+            return release.num_heads
     return embed_dim // 64 if embed_dim % 64 == 0 else None
 
 

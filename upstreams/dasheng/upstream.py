@@ -9,12 +9,12 @@ import torch
 from torch import Tensor
 
 from ..common.base import Upstream
-from ..common.checkpoint import resolve_checkpoint
+from ..common.checkpoint import resolve_entry_checkpoint
 from ..common.config import options_from
+from . import FAMILY
 from .config import DashengOptions
 from .formats import load_dasheng
 from .model import DashengEncoder
-from .releases import RELEASES
 
 __all__ = ["DashengUpstream", "build"]
 
@@ -50,17 +50,17 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
           **kwargs) -> DashengUpstream:
     """Every Dasheng entry: ``dasheng_local -k`` = the pip/Zenodo ``.pt`` file, or a Hugging Face
     ``mispeech/dasheng-*`` folder / its ``model.safetensors``; the named entries download their
-    release (``-k`` is ignored there)."""
+    release, or read ``-k`` as a copy of it fetched by hand."""
     options = options_from(DashengOptions, model_config, kwargs, entry)
-    release = RELEASES.get(entry)
-    if release is not None:
-        source, what = release.url, f"the official {entry} checkpoint"
-    else:
-        source, what = ckpt, "the Dasheng checkpoint"
-    path = resolve_checkpoint(source, refresh=refresh, local_entry="dasheng_local", what=what)
+    path, release = resolve_entry_checkpoint(entry, FAMILY.release_for(entry), ckpt, refresh=refresh,
+                                             local_entry="dasheng_local")
     overrides = {"num_heads": options.num_heads} if options.num_heads else {}
     encoder, fmt = load_dasheng(os.fspath(path), dtype=options.torch_dtype, overrides=overrides)
     cfg = encoder.config
+    if release is not None and (cfg.embed_dim, cfg.depth) != (release.embed_dim, release.depth):
+        logger.warning("%s: %s holds a %d-wide, %d-block encoder, not the %s release (%d wide, %d blocks); "
+                       "is this the right file? (-u dasheng_local reads any Dasheng checkpoint)", entry, path,
+                       cfg.embed_dim, cfg.depth, release.title, release.embed_dim, release.depth)
     logger.info("dasheng: loaded %s (%s layout): width %d, depth %d, %d heads", path, fmt,
                 cfg.embed_dim, cfg.depth, cfg.num_heads)
     encoder.front_end.official_train_batchnorm = options.train_batchnorm == "official"

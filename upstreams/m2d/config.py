@@ -222,15 +222,18 @@ def _shapes(state: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def resolve_config(loaded: "LoadedCheckpoint", options: "M2DOptions | None" = None) -> M2DConfig:
-    """Sizes from -g, else the release folder name, else the file name, else the stored args;
-    checked against the tensors."""
+def resolve_config(loaded: "LoadedCheckpoint", options: "M2DOptions | None" = None,
+                   release_folder: str | None = None) -> M2DConfig:
+    """Sizes from -g, else the release folder name, else the file name, else the folder name of
+    the release the file is a copy of (``release_folder``, for a renamed copy), else the stored
+    args; checked against the tensors."""
     shapes = _shapes(loaded.encoder_state)
     path = loaded.path
     candidates = [
         _from_options(options),
         parse_release_name(path.parent.name),
         parse_release_name(path.stem),
+        parse_release_name(release_folder) if release_folder else None,
         _from_args(loaded.args),
     ]
     found = [c for c in candidates if c is not None]

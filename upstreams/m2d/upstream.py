@@ -10,9 +10,11 @@ import torch
 from torch import Tensor
 
 from ..common.base import Upstream
-from ..common.checkpoint import CheckpointError, resolve_checkpoint
+from ..common.checkpoint import CheckpointError, resolve_entry_checkpoint
 from ..common.config import options_from
+from ..common.family import Release
 from ..common.masks import num_frames_s3prl
+from . import FAMILY
 from .config import M2DConfig, M2DOptions, resolve_config
 from .formats import find_weight_file, read_checkpoint
 from .model import M2DModel
@@ -131,24 +133,16 @@ def _options(model_config: Any, kwargs: dict, entry: str) -> tuple[M2DOptions, N
     return options, stats
 
 
-def _weight_file(entry: str, path_text: str | None, refresh: bool) -> Path:
-    """The local weight file of an entry: its release (downloaded once) or ``-k``."""
-    release = RELEASES.get(entry)
-    if release is not None:
-        if path_text is not None:
-            raise CheckpointError(
-                f"{entry} downloads its own weights; -k takes only MEAN,STD here (got {path_text!r}). "
-                f"For a local file use -u m2d_local -k PATH."
-            )
-        location = resolve_checkpoint(release.url, refresh=refresh, local_entry="m2d_local",
-                                      what=f"the {entry} weights")
-    else:
-        if path_text is None:
-            form = "PATH,MEAN,STD" if entry == "m2d" else "PATH"
-            raise CheckpointError(f"{entry} needs a checkpoint: -u {entry} -k {form} (an official M2D .pth, "
-                                  f"its release folder, a release .zip or its URL).")
-        location = resolve_checkpoint(path_text, refresh=refresh, local_entry="m2d_local")
-    return find_weight_file(Path(location), what=entry)
+def _weight_file(entry: str, path_text: str | None, refresh: bool) -> tuple[Path, Release | None]:
+    """The local weight file of an entry and the release whose facts apply: a named release
+    downloaded once, or ``-k`` (for a named release: a copy of it fetched by hand)."""
+    release = FAMILY.release_for(entry)
+    if release is None and path_text is None:
+        form = "PATH,MEAN,STD" if entry == "m2d" else "PATH"
+        raise CheckpointError(f"{entry} needs a checkpoint: -u {entry} -k {form} (an official M2D .pth, "
+                              f"its release folder, a release .zip or its URL).")
+    location, release = resolve_entry_checkpoint(entry, release, path_text, refresh=refresh, local_entry="m2d_local")
+    return find_weight_file(Path(location), what=entry), release
 
 
 def _model(config: M2DConfig, loaded, stats: NormStats) -> M2DModel:
@@ -165,7 +159,8 @@ def _model(config: M2DConfig, loaded, stats: NormStats) -> M2DModel:
 def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool = False, *,
           norm_mean: float | None = None, norm_std: float | None = None, **kwargs) -> M2DUpstream:
     """Every M2D entry (see ``hubconf``): ``m2d -k PATH,MEAN,STD``, ``m2d_local -k PATH``,
-    ``m2d_calcnorm -k PATH`` and the named releases (``-k MEAN,STD``)."""
+    ``m2d_calcnorm -k PATH`` and the named releases (``-k MEAN,STD``, or ``-k PATH[,MEAN,STD]`` with
+    PATH a copy of the release fetched by hand: its zip, folder or ``.pth``)."""
     if entry == "m2d_calcnorm" and ckpt is not None and "," in str(ckpt):
         ckpt = split_ckpt_argument(ckpt)[0] or str(ckpt).split(",")[0]
     path_text, explicit = split_ckpt_argument(ckpt)
@@ -175,9 +170,9 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
     if norm_mean is not None:
         explicit, explicit_source = (float(norm_mean), float(norm_std)), "the norm_mean/norm_std arguments"
     options, config_stats = _options(model_config, kwargs, entry)  # before any download
-    weight_file = _weight_file(entry, path_text, refresh)
+    weight_file, release = _weight_file(entry, path_text, refresh)
     loaded = read_checkpoint(weight_file, entry="m2d_local" if entry in RELEASES else entry)
-    config = resolve_config(loaded, options)
+    config = resolve_config(loaded, options, release_folder=release.folder if release is not None else None)
     stats, is_default = choose_stats(explicit=explicit, explicit_source=explicit_source,
                                      config_stats=config_stats, checkpoint_stats=loaded.norm_stats)
     collector, updates = None, 0

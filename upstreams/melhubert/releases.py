@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..common.family import Release, gdrive_url
 
-__all__ = ["RELEASES", "DEFAULT_NAMED"]
+__all__ = ["RELEASES", "DEFAULT_RELEASE"]
 
 def _release(entry: str, title: str, gdrive_id: str, frame_period_ms: int, stats: str, filename: str) -> Release:
     return Release(entry, title, gdrive_url(gdrive_id), filename=filename,
@@ -32,5 +32,6 @@ RELEASES: dict[str, Release] = {r.entry: r for r in (
              "1Fn_C5VoH5iV3LdvBEjvfAsbMPhWFFPdd", 20, "libri960", "melhubert-20ms-960h-stage2.ckpt"),
 )}
 
-#: ``melhubert`` (no suffix): the model the author recommends for feature extraction (issue #7)
-DEFAULT_NAMED = "melhubert_20ms_960h_stage2"
+#: what ``melhubert`` (no suffix) downloads without -k: the model the author recommends for feature
+#: extraction (issue #7)
+DEFAULT_RELEASE = {"melhubert": "melhubert_20ms_960h_stage2"}

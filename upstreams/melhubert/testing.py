@@ -13,7 +13,7 @@ import torch
 
 from .config import MelHuBERTConfig
 from .formats import VINTAGES, official_model_section, runner_args, write_runner_checkpoint
-from .releases import DEFAULT_NAMED, RELEASES
+from .releases import DEFAULT_RELEASE, RELEASES
 
 __all__ = ["TINY_CONFIG", "LAYOUTS", "random_state_dict", "write_official_checkpoint", "make_checkpoint"]
 
@@ -108,7 +108,7 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
     if entry == "melhubert_local":
         path = write_official_checkpoint(directory / "melhubert-tiny.ckpt", config_for(20))
         return {"ckpt": str(path), "model_config": None}
-    name = DEFAULT_NAMED if entry == "melhubert" else entry
+    name = DEFAULT_RELEASE.get(entry, entry)
     if name not in RELEASES:
         raise ValueError(f"{entry!r} is not a MelHuBERT entry")
     from ..common.checkpoint import cached_download_path

@@ -6,13 +6,13 @@ from typing import Any
 from torch import Tensor
 
 from ..common.base import Upstream
-from ..common.checkpoint import CheckpointError, resolve_checkpoint
+from ..common.checkpoint import CheckpointError, resolve_entry_checkpoint
 from ..common.config import options_from
 from ..common.masks import fit_frames, num_frames_s3prl, padding_mask
 from .config import DEFAULT_STATS, MelHuBERTOptions, NormalisationStats, load_stats
 from .formats import ImportedCheckpoint, read_melhubert_checkpoint
 from .model import MelHuBERTFrontEnd, MelHuBERTModel
-from .releases import DEFAULT_NAMED, RELEASES
+from . import FAMILY
 
 __all__ = ["MelHuBERTUpstream", "build"]
 
@@ -67,20 +67,14 @@ class MelHuBERTUpstream(Upstream):
 
 def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool = False,
           **kwargs) -> MelHuBERTUpstream:
-    """Every MelHuBERT entry: ``melhubert_local -k PATH`` (any MelHuBERT checkpoint) and the
-    releases (downloaded, or ``-k`` a copy fetched by hand), with the ``-g`` options
-    (:class:`~.config.MelHuBERTOptions`). Named entries default to their training data's
-    statistics, ``melhubert_local`` to LibriSpeech 960 h."""
+    """Every MelHuBERT entry: ``melhubert_local``/``melhubert -k PATH`` (any MelHuBERT checkpoint;
+    ``melhubert`` without ``-k`` downloads the recommended release) and the named releases
+    (downloaded, or ``-k`` a copy fetched by hand), with the ``-g`` options
+    (:class:`~.config.MelHuBERTOptions`). Releases default to their training data's statistics,
+    other files to LibriSpeech 960 h."""
     options = options_from(MelHuBERTOptions, model_config, kwargs, entry)
-    release = RELEASES.get(DEFAULT_NAMED if entry == "melhubert" else entry)
-    if release is None:
-        path = resolve_checkpoint(ckpt, refresh=refresh, local_entry="melhubert_local",
-                                  what="the MelHuBERT checkpoint")
-    else:
-        facts = release.facts
-        path = resolve_checkpoint(ckpt or release.url, refresh=refresh, local_entry="melhubert_local",
-                                  filename=release.filename,
-                                  what=f"{release.title} ({release.filename}, Google Drive id {facts['gdrive_id']})")
+    path, release = resolve_entry_checkpoint(entry, FAMILY.release_for(entry), ckpt, refresh=refresh,
+                                             local_entry="melhubert_local")
     imported = read_melhubert_checkpoint(path, yaml_section=options.melhubert, entry=entry)
     stats = load_stats(options.stats or (release.facts["stats"] if release is not None else DEFAULT_STATS))
     fp = imported.config.frame_period_ms

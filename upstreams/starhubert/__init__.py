@@ -5,7 +5,7 @@
 student shares its implementation with ARMHuBERT (``common/student``).
 """
 from ..common.family import Architecture, Family, Recipe
-from .releases import RELEASES
+from .releases import DEFAULT_RELEASE, RELEASES
 
 FAMILY = Family(
     name="starhubert",
@@ -13,6 +13,7 @@ FAMILY = Family(
     package=__name__,
     entries=("starhubert", "starhubert_local"),
     releases=RELEASES,
+    default_releases=DEFAULT_RELEASE,
     local_entry="starhubert_local",
     entry_docs={
         "starhubert": "Official form -u starhubert -k <.ckpt> -g <.yaml>; without -k the STaRHuBERT release.",

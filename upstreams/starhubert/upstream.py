@@ -5,14 +5,14 @@ from typing import Any
 
 from ..common.student.config import STAR
 from ..common.student.upstream import StudentUpstream, build_student_upstream
-from .releases import DEFAULT_RELEASE, RELEASES
+from . import FAMILY
 
 __all__ = ["StudentUpstream", "build"]
 
 
 def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool = False, **kwargs) -> StudentUpstream:
     """``starhubert``: the official name (``-k .ckpt -g .yaml``, or STaRHuBERT without ``-k``);
-    ``starhubert_local``: ``-k .ckpt [-g .yaml]``; the named releases download their file."""
-    release = RELEASES.get(DEFAULT_RELEASE.get(entry, entry))
-    return build_student_upstream(entry, STAR, ckpt, model_config, refresh, release=release,
+    ``starhubert_local``: ``-k .ckpt [-g .yaml]``; the named releases download their file
+    (``-k``: a copy of it fetched by hand)."""
+    return build_student_upstream(entry, STAR, ckpt, model_config, refresh, release=FAMILY.release_for(entry),
                                   local_entry="starhubert_local", **kwargs)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..base import Upstream
-from ..checkpoint import CheckpointError, resolve_checkpoint
+from ..checkpoint import CheckpointError, resolve_checkpoint, resolve_entry_checkpoint
 from ..config import from_dict, load_model_config, parse_bool
 from ..family import Release
 from .config import ARM, PUBLISHED
@@ -117,17 +117,11 @@ def _check_size(model, release: Release, entry: str) -> None:
 def build_student_upstream(entry: str, flavour: str, ckpt: Any = None, model_config: Any = None,
                            refresh: bool = False, *, release: Release | None = None, local_entry: str,
                            **kwargs) -> StudentUpstream:
-    """The upstream of a student entry. ``release`` (downloaded when ``ckpt`` is None; an explicit
-    ``-k`` wins), ``local_entry``: the entry named in error messages."""
+    """The upstream of a student entry. ``release``: what the entry downloads without ``-k``
+    (``Family.release_for``; ``-k`` as in :func:`resolve_entry_checkpoint`), ``local_entry``: the
+    entry named in error messages."""
     options = from_dict(StudentOptions, kwargs, f"{entry} (keyword options)", unknown="warn")
-    if ckpt is None or str(ckpt).strip() == "":
-        if release is None:
-            resolve_checkpoint(None, local_entry=entry)  # raises: no checkpoint given
-        path = resolve_checkpoint(release.url, refresh=refresh, local_entry=local_entry,
-                                  filename=release.filename, what=f"the {release.title} checkpoint")
-    else:
-        release = None
-        path = resolve_checkpoint(ckpt, refresh=refresh, local_entry=local_entry)
+    path, release = resolve_entry_checkpoint(entry, release, ckpt, refresh=refresh, local_entry=local_entry)
     if path.is_dir():
         raise CheckpointError(f"{entry}: {path} is a folder; pass the .ckpt file (-k path/to/<name>.ckpt).")
     fallback = (_release_config(release, refresh=refresh, entry=entry, local_entry=local_entry)
