@@ -160,22 +160,12 @@ class WaveformCNN(nn.Module):
         return out_mean.float(), out_var.float()
 
     @staticmethod
-    def _group_norm(x: Tensor, norm: nn.GroupNorm, valid: Tensor | None,
-                    stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def _group_norm(x: Tensor, norm: nn.GroupNorm, stats: tuple[Tensor, Tensor]) -> Tensor:
         """fairseq's Fp32GroupNorm with one group per channel on channels-last ``x`` [B, T, C]:
-        each channel normalised over time; with ``valid`` [B] the statistics cover only each
-        row's first ``valid`` frames; ``stats`` (mean, variance) when already known. In place
-        when no gradient is needed."""
+        each channel normalised over time with ``stats`` (mean, variance [B, 1, C], from
+        :meth:`_waveform_conv_stats`). In place when no gradient is needed."""
         x32 = x.float()
-        if stats is not None:
-            mean, var = stats
-        elif valid is None:
-            var, mean = torch.var_mean(x32, dim=1, correction=0, keepdim=True)
-        else:
-            keep = (~padding_mask(valid, x.shape[1])).unsqueeze(-1).to(x32.dtype)
-            count = keep.sum(1, keepdim=True).clamp(min=1.0)
-            mean = (x32 * keep).sum(1, keepdim=True) / count
-            var = (((x32 - mean) * keep) ** 2).sum(1, keepdim=True) / count
+        mean, var = stats
         scale = torch.rsqrt(var + norm.eps) * norm.weight.float()
         shift = norm.bias.float() - mean * scale
         if _in_place(x32):
@@ -233,19 +223,15 @@ class WaveformCNN(nn.Module):
         previous = None
         last = len(self.conv_layers) - 1
         for index, block in enumerate(self.conv_layers):
-            stats = None
-            if len(block) == 4 and isinstance(block[2], nn.GroupNorm) and x.shape[-1] == 1:
-                first = conv_output_lengths(lengths, [self.specs[0][1]], [self.specs[0][2]]) if masked else None
-                stats = self._waveform_conv_stats(wavs.float(), block[0], first)
             spare = previous if reuse and index < last else None
             previous = x if x.dim() == 3 and x.shape[-1] > 1 else None
-            x = self._conv(block[0], x, spare)
-            if len(block) == 4:
-                norm = block[2]
-                if isinstance(norm, nn.GroupNorm):
-                    first = conv_output_lengths(lengths, [self.specs[0][1]], [self.specs[0][2]]) if masked else None
-                    x = self._group_norm(x, norm, first, stats)
-                else:
-                    x = norm(x)
+            if len(block) == 4 and isinstance(block[2], nn.GroupNorm):  # the first block only
+                first = conv_output_lengths(lengths, [self.specs[0][1]], [self.specs[0][2]]) if masked else None
+                stats = self._waveform_conv_stats(wavs.float(), block[0], first)
+                x = self._group_norm(self._conv(block[0], x, spare), block[2], stats)
+            else:
+                x = self._conv(block[0], x, spare)
+                if len(block) == 4:
+                    x = block[2](x)
             x = torch.ops.aten.gelu_(x) if _in_place(x) else F.gelu(x)
         return x
