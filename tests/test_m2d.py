@@ -190,6 +190,14 @@ def test_config_from_name_args_and_g(tmp_path):
     yaml = tmp_path / "sizes.yaml"
     yaml.write_text("input_size: 80x100\npatch_size: 80x2\nnorm_mean: -10\nnorm_std: 4\n")
     assert hubconf.m2d_local(ckpt=str(bare), model_config=str(yaml)).config.input_size == (80, 100)
+    # -g sizes and rate in either spelling, each unreadable value named
+    up = hubconf.m2d_local(ckpt=str(bare), input_size=[80, 100], patch_size="80x2", sample_rate="16K",
+                           norm_mean=-10, norm_std=4)
+    assert (up.config.patch_size, up.config.sample_rate) == ((80, 2), 16000)
+    for key, bad in (("patch_size", "80 by 2"), ("sample_rate", "fast")):
+        options = {**dict(input_size="80x100", patch_size="80x2", norm_mean=-10, norm_std=4), key: bad}
+        with pytest.raises(CheckpointError, match=f"-g.*{key} must look like.*{bad!r}"):
+            hubconf.m2d_local(ckpt=str(bare), **options)
 
 
 def test_name_that_disagrees_with_the_weights(tmp_path):

@@ -128,6 +128,24 @@ class M2DOptions:
 _SIZE = re.compile(r"(\d+)x(\d+)")
 
 
+def _pair(value: Any) -> tuple[int, int] | None:
+    """``"80x608"`` or ``[80, 608]`` -> (80, 608); None for anything else."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        return (int(match.group(1)), int(match.group(2))) if match else None
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return None
+
+
+def _sample_rate(value: Any) -> int | None:
+    """``"16k"``/``"32K"`` (the official spelling) or ``16000`` -> Hz; None when unreadable."""
+    text = str(value).strip().lower()
+    if text.endswith("k") and text[:-1].isdigit():
+        return int(text[:-1]) * 1000
+    return int(text) if text.isdigit() else None
+
+
 def parse_release_name(name: str) -> dict[str, Any] | None:
     """``m2d_s_vit_base-80x608p80x2-230220`` -> model, input (80, 608), patch (80, 2), 16 kHz.
 
@@ -141,18 +159,15 @@ def parse_release_name(name: str) -> dict[str, Any] | None:
     params = fields[1].split("p")
     if len(params) < 2:
         return None
-    size, patch = _SIZE.fullmatch(params[0]), _SIZE.fullmatch(params[1])
-    if not size or not patch:
-        return None
-    sr_text = params[2] if len(params) > 2 else "16k"
-    rate = re.fullmatch(r"(\d+)k", sr_text)
-    if not rate:
+    size, patch = _pair(params[0]), _pair(params[1])
+    rate = _sample_rate(params[2] if len(params) > 2 else "16k")
+    if not size or not patch or not rate:
         return None
     return dict(
         model_name=fields[0],
-        input_size=(int(size.group(1)), int(size.group(2))),
-        patch_size=(int(patch.group(1)), int(patch.group(2))),
-        sample_rate=int(rate.group(1)) * 1000,
+        input_size=size,
+        patch_size=patch,
+        sample_rate=rate,
         extra=tuple(params[3:]),  # e.g. portable_m2d's CLAP text-encoder tags; the encoder does not use them
         source=f"the name {name!r}",
     )
@@ -162,26 +177,14 @@ def _from_args(args: Any) -> dict[str, Any] | None:
     if args is None:
         return None
     get = (lambda k: getattr(args, k, None)) if not isinstance(args, Mapping) else args.get
-    input_size, patch_size = get("input_size"), get("patch_size")
-
-    def pair(value):
-        if isinstance(value, str):
-            match = _SIZE.fullmatch(value)
-            return (int(match.group(1)), int(match.group(2))) if match else None
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            return int(value[0]), int(value[1])
-        return None
-
-    input_size, patch_size = pair(input_size), pair(patch_size)
+    input_size, patch_size = _pair(get("input_size")), _pair(get("patch_size"))
     if not input_size or not patch_size:
         return None
-    sr_text = str(get("sr") or "16k")
-    rate = re.fullmatch(r"(\d+)k", sr_text)
     return dict(
         model_name=str(get("model") or "m2d_vit_base"),
         input_size=input_size,
         patch_size=patch_size,
-        sample_rate=int(rate.group(1)) * 1000 if rate else 16000,
+        sample_rate=_sample_rate(get("sr") or "16k") or 16000,
         source="the training arguments stored in the checkpoint",
     )
 
@@ -190,21 +193,18 @@ def _from_options(options: M2DOptions | None) -> dict[str, Any] | None:
     if options is None or options.input_size is None:
         return None
 
-    def pair(value, key):
-        if isinstance(value, str) and _SIZE.fullmatch(value.strip()):
-            a, b = _SIZE.fullmatch(value.strip()).groups()
-            return int(a), int(b)
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            return int(value[0]), int(value[1])
-        raise CheckpointError(f"model config (-g): {key} must look like '80x608' or [80, 608], got {value!r}")
+    def read(reader, key: str, form: str):
+        value = getattr(options, key)
+        found = reader(value)
+        if found is None:
+            raise CheckpointError(f"model config (-g): {key} must look like {form}, got {value!r}")
+        return found
 
-    rate = options.sample_rate if options.sample_rate is not None else 16000
-    rate = int(str(rate).rstrip("kK")) * 1000 if str(rate).lower().endswith("k") else int(rate)
     return dict(
         model_name=str(options.model_name or "m2d_vit_base"),
-        input_size=pair(options.input_size, "input_size"),
-        patch_size=pair(options.patch_size, "patch_size"),
-        sample_rate=rate,
+        input_size=read(_pair, "input_size", "'80x608' or [80, 608]"),
+        patch_size=read(_pair, "patch_size", "'16x16' or [16, 16]"),
+        sample_rate=read(_sample_rate, "sample_rate", "'16k' or 16000") if options.sample_rate is not None else 16000,
         source="the model config (-g)",
     )
 
