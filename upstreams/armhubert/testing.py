@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common.student import testing as _student
-from ..common.student.config import ARM, STAR
 from ..common.student.testing import tiny_distiller, training_yaml, write_release_checkpoint
+from .config import FLAVOUR
 from .releases import RELEASES
 
-__all__ = ["ARM", "STAR", "tiny_distiller", "training_yaml", "write_release_checkpoint", "make_checkpoint",
+__all__ = ["tiny_distiller", "training_yaml", "write_release_checkpoint", "make_checkpoint",
            "write_full_size_armhubert", "write_full_size_armhubert_s", "write_full_size_maskhubert"]
 
 
@@ -18,9 +18,9 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
 
     if entry not in FAMILY.all_entries:
         raise KeyError(f"{entry!r} is not an ARMHuBERT entry")
-    return _student.make_checkpoint(entry, directory, flavour=ARM, release=RELEASES.get(entry))
+    return _student.make_checkpoint(entry, directory, flavour=FLAVOUR, release=RELEASES.get(entry))
 
 
-write_full_size_armhubert = _student.write_full_size("ARMHuBERT", ARM)
-write_full_size_armhubert_s = _student.write_full_size("ARMHuBERT-S", ARM)
-write_full_size_maskhubert = _student.write_full_size("MaskHuBERT", ARM)
+write_full_size_armhubert = _student.write_full_size("ARMHuBERT", FLAVOUR)
+write_full_size_armhubert_s = _student.write_full_size("ARMHuBERT-S", FLAVOUR)
+write_full_size_maskhubert = _student.write_full_size("MaskHuBERT", FLAVOUR)

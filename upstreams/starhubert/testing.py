@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common.student import testing as _student
-from ..common.student.config import STAR
+from .config import FLAVOUR
 from .releases import RELEASES
 
 __all__ = ["make_checkpoint", "write_full_size_starhubert", "write_full_size_starhubert_l"]
@@ -16,8 +16,8 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
 
     if entry not in FAMILY.all_entries:
         raise KeyError(f"{entry!r} is not a STaRHuBERT entry")
-    return _student.make_checkpoint(entry, directory, flavour=STAR, release=RELEASES.get(entry))
+    return _student.make_checkpoint(entry, directory, flavour=FLAVOUR, release=RELEASES.get(entry))
 
 
-write_full_size_starhubert = _student.write_full_size("STaRHuBERT", STAR)
-write_full_size_starhubert_l = _student.write_full_size("STaRHuBERT-L", STAR)
+write_full_size_starhubert = _student.write_full_size("STaRHuBERT", FLAVOUR)
+write_full_size_starhubert_l = _student.write_full_size("STaRHuBERT-L", FLAVOUR)
