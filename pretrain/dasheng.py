@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..upstreams.common.transformer import ViTBlock
-from ..upstreams.dasheng.config import AMIN, HOP_LENGTH, N_FFT, TOP_DB, DashengConfig
+from ..upstreams.dasheng.config import HOP_LENGTH, DashengConfig
 from ..upstreams.dasheng.formats import architecture_config, write_pip
 from ..upstreams.dasheng.model import DashengEncoder, DashengFrontEnd
 from .config import ConfigError
@@ -128,14 +128,9 @@ class DashengMAE(nn.Module):
         self.decoder = DashengDecoder(cfg)
 
     def log_mel_db(self, wave: Tensor) -> Tensor:
-        """Raw dB log-mel [B, n_mels, 1 + N // 160] in float32 (the MAE target, before BatchNorm)."""
-        fe = self.encoder.front_end
-        with torch.autocast(wave.device.type, enabled=False):
-            spec = torch.stft(wave.float(), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
-                              window=fe.window.float(), center=True, pad_mode="reflect", return_complex=True)
-            mel = torch.matmul(spec.abs().pow(2).transpose(-1, -2), fe.mel_fb.float()).transpose(-1, -2)
-            db = 10.0 * torch.log10(mel.clamp_min(AMIN))
-            return torch.max(db, db.amax() - TOP_DB)  # batch-wide floor, as AmplitudeToDB on a batch
+        """Raw dB log-mel [B, n_mels, 1 + N // 160] in float32 (the MAE target, before BatchNorm):
+        the upstream's front end with the batch-wide floor of the official AmplitudeToDB."""
+        return self.encoder.front_end.log_mel_db(wave, per_utterance=False)
 
     def mask_order(self, group_noise: Tensor, length: int) -> Tensor:
         """Patch order (visible first) from one noise value per group of adjacent patches."""

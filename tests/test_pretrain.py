@@ -465,3 +465,22 @@ def test_m2d_statistics_are_the_official_draw(pretrain_data):
     values = torch.from_numpy(np.stack(crops))
     assert mean == pytest.approx(float(values.mean()), rel=1e-12)
     assert std == pytest.approx(float(values.std()) + float(np.finfo(np.float32).eps), rel=1e-12)
+
+
+def test_dasheng_mae_target_is_the_official_batch_wide_log_mel():
+    """The MAE target (the upstream front end's log_mel_db, batch-wide floor) equals the official
+    front end: torchaudio's MelSpectrogram then AmplitudeToDB(top_db=120) over the whole batch."""
+    import torchaudio
+
+    from s3prl_plugins.upstreams.dasheng.model import DashengFrontEnd
+
+    wave = torch.randn(3, 16000, generator=torch.Generator().manual_seed(3)) * 0.1
+    wave[0] *= 100  # a loud item sets the batch-wide floor (peak - 120 dB) above the quiet item's own range
+    wave[1] *= 1e-4
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=512, hop_length=160,
+                                               f_min=0.0, n_mels=64, center=True)
+    expected = torchaudio.transforms.AmplitudeToDB(top_db=120)(mel(wave))
+    got = DashengFrontEnd(64).log_mel_db(wave, per_utterance=False)
+    assert got.shape == (3, 64, 101)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert float(got[1].min()) == pytest.approx(float(expected.amax()) - 120, abs=1e-3)

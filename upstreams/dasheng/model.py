@@ -68,10 +68,12 @@ class DashengFrontEnd(nn.Module):
         """Frames of the centred STFT: ``1 + N // 160``."""
         return 1 + torch.div(num_samples, HOP_LENGTH, rounding_mode="floor")
 
-    def forward(self, padded: Tensor, lengths: Tensor, *, per_utterance: bool = True) -> Tensor:
-        device_type = padded.device.type
+    def log_mel_db(self, padded: Tensor, lengths: Tensor | None = None, *, per_utterance: bool = True) -> Tensor:
+        """The dB log-mel with its ``top_db`` floor, before the BatchNorm (float32): per
+        utterance over its own frames (``lengths`` needed), or the package's batch-wide floor
+        (also the MAE target of pre-training)."""
         # The STFT has no bf16 kernel and half precision loses the dB floor: always float32.
-        with torch.autocast(device_type=device_type, enabled=False):
+        with torch.autocast(device_type=padded.device.type, enabled=False):
             wav = padded.float()
             pad = N_FFT // 2
             if per_utterance:
@@ -92,7 +94,11 @@ class DashengFrontEnd(nn.Module):
                 peak = db.masked_fill(beyond.unsqueeze(1), float("-inf")).amax(dim=(1, 2))
             else:
                 peak = db.amax().expand(db.shape[0])
-            db = torch.max(db, (peak - TOP_DB)[:, None, None])
+            return torch.max(db, (peak - TOP_DB)[:, None, None])
+
+    def forward(self, padded: Tensor, lengths: Tensor, *, per_utterance: bool = True) -> Tensor:
+        db = self.log_mel_db(padded, lengths, per_utterance=per_utterance)
+        with torch.autocast(device_type=padded.device.type, enabled=False):
             if self.training and self.official_train_batchnorm:
                 # the official BatchNorm2d over [B, mels, 1, T]: statistics over batch and time
                 self.bn.num_batches_tracked.add_(1)
