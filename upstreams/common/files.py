@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_write", "save_atomic", "save_npy_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "save_atomic", "save_npy_atomic", "write_text_atomic", "full_size_writer"]
 
 
 def atomic_write(path: str | os.PathLike, content: bytes | Callable[[BinaryIO], Any], *,
@@ -61,3 +61,14 @@ def save_npy_atomic(path: str | os.PathLike, array) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, text.encode())
+
+
+def full_size_writer(name: str, write: Callable[[Path], Any]) -> Callable[[str | os.PathLike], dict]:
+    """An ``Architecture.writer`` (benchmarks, profiling): ``write(path)`` puts a full-size random
+    checkpoint at ``folder / name`` the first time; every call returns the entry's arguments."""
+    def writer(folder: str | os.PathLike) -> dict:
+        path = Path(folder) / name
+        if not path.exists():
+            write(path)
+        return {"ckpt": str(path), "model_config": None}
+    return writer

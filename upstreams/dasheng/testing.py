@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..common.files import full_size_writer
 from .config import DashengConfig
 from .formats import write_huggingface, write_pip
 from .model import DashengEncoder
@@ -78,15 +79,10 @@ def make_checkpoint(entry: str, directory: Path, *, layout: str = "pip",
 
 
 def _write_full_size(entry: str):
-    def write(folder: Path) -> dict:
-        facts = RELEASES[entry].facts
-        path = Path(folder) / f"{entry}.pt"
-        if not path.exists():
-            config = DashengConfig(embed_dim=facts["embed_dim"], depth=facts["depth"], num_heads=facts["num_heads"],
-                                   mlp_hidden_dim=4 * facts["embed_dim"])
-            write_pip_checkpoint(random_encoder(config), path)
-        return {"ckpt": str(path), "model_config": None}
-    return write
+    release = RELEASES[entry]
+    config = DashengConfig(embed_dim=release.embed_dim, depth=release.depth, num_heads=release.num_heads,
+                           mlp_hidden_dim=4 * release.embed_dim)
+    return full_size_writer(f"{entry}.pt", lambda path: write_pip_checkpoint(random_encoder(config), path))
 
 
 write_full_size_base = _write_full_size("dasheng_base")

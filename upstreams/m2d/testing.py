@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..common.checkpoint import cached_download_path
+from ..common.files import full_size_writer
 from . import formats
 from .config import DEFAULT_STATS, M2DConfig, parse_release_name
 from .formats import release_args
@@ -198,13 +199,9 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
 
 
 def _full_size(input_size, patch_size, model_name):
-    def write(directory: Path) -> dict:
-        folder = f"{model_name}-{input_size[0]}x{input_size[1]}p{patch_size[0]}x{patch_size[1]}-random"
-        path = Path(directory) / folder / "checkpoint-300.pth"
-        if not path.exists():
-            write_encoder_only(path, M2DConfig(input_size=input_size, patch_size=patch_size, model_name=model_name))
-        return {"ckpt": str(path), "model_config": None}
-    return write
+    config = M2DConfig(input_size=input_size, patch_size=patch_size, model_name=model_name)
+    folder = f"{model_name}-{input_size[0]}x{input_size[1]}p{patch_size[0]}x{patch_size[1]}-random"  # the config
+    return full_size_writer(f"{folder}/checkpoint-300.pth", lambda path: write_encoder_only(path, config))
 
 
 #: full-size random checkpoints for the benchmarks (``FAMILY.architectures``)

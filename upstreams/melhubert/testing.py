@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..common.files import full_size_writer
 from .config import MelHuBERTConfig
 from .formats import VINTAGES, official_model_section, runner_args, write_runner_checkpoint
 from .releases import DEFAULT_RELEASE, RELEASES
@@ -120,12 +121,9 @@ def make_checkpoint(entry: str, directory: Path) -> dict:
 
 
 def _full_size(frame_period_ms: int):
-    def write(directory: Path) -> dict:
-        path = Path(directory) / f"melhubert_{frame_period_ms}ms.ckpt"
-        if not path.exists():
-            write_official_checkpoint(path, MelHuBERTConfig(feat_emb_dim=4 * frame_period_ms), optimizer_state=False)
-        return {"ckpt": str(path), "model_config": None}
-    return write
+    config = MelHuBERTConfig(feat_emb_dim=4 * frame_period_ms)
+    return full_size_writer(f"melhubert_{frame_period_ms}ms.ckpt",
+                            lambda path: write_official_checkpoint(path, config, optimizer_state=False))
 
 
 #: full-size random checkpoints for the benchmarks (``FAMILY.architectures``)

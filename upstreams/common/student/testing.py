@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import cached_download_path
 from ..family import Release
+from ..files import full_size_writer
 from .config import ARM, PUBLISHED, STAR, student_config
 from .formats import write_release
 from .model import StudentModel
@@ -188,11 +189,5 @@ def make_checkpoint(entry: str, directory: Path, *, flavour: str, release: Relea
 
 def write_full_size(published: str, flavour: str):
     """A writer of a full-size random release of the ``published`` architecture (benchmarks)."""
-    def write(directory: Path) -> dict:
-        path = Path(directory) / f"{published}.ckpt"
-        yaml_path = Path(directory) / f"{published}.yaml"
-        if not path.exists():
-            write_release_checkpoint(path, dict(PUBLISHED[published]), flavour, final_proj=flavour == STAR,
-                                     yaml_path=yaml_path)
-        return {"ckpt": str(path), "model_config": None}
-    return write
+    return full_size_writer(f"{published}.ckpt", lambda path: write_release_checkpoint(
+        path, dict(PUBLISHED[published]), flavour, final_proj=flavour == STAR, yaml_path=path.with_suffix(".yaml")))
