@@ -13,8 +13,7 @@ HF_BASE = "https://huggingface.co/sungnyun/ARMHuBERT/resolve/main/"
 def _hf(entry: str, title: str, architecture: str, params: int, note: str) -> Release:
     url = HF_BASE + f"{title}.ckpt"
     return Release(entry, title, url, filename=f"{title}.ckpt", description=note,
-                   facts={"flavour": "arm", "ckpt": url, "yaml": None, "architecture": architecture, "params": params,
-                          "note": note})
+                   facts={"yaml": None, "architecture": architecture, "params": params})
 
 
 RELEASES: dict[str, Release] = {r.entry: r for r in (

@@ -1,7 +1,7 @@
 """Dasheng's model configuration and the options of its entries."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -39,9 +39,6 @@ class DashengConfig:
     def min_samples(self) -> int:
         """Shortest input that yields one patch (``1 + N // 160 >= patch_frames``)."""
         return (self.patch_frames - 1) * HOP_LENGTH
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def heads_for_width(embed_dim: int) -> int | None:

@@ -10,9 +10,10 @@ _ZENODO = "https://zenodo.org/records/11511780/files"
 
 def _release(entry: str, title: str, file: str, embed_dim: int, depth: int, num_heads: int, hf_repo: str) -> Release:
     # the Zenodo file that ``dasheng.<name>()`` of the pip package downloads; the same weights are
-    # on the Hugging Face hub as ``hf_repo`` (``encoder.``-prefixed safetensors)
+    # on the Hugging Face hub as ``hf_repo`` (``encoder.``-prefixed safetensors), which -k also reads
     return Release(entry, title, f"{_ZENODO}/{file}?download=1",
-                   description=f"{embed_dim} wide, {depth} blocks, {num_heads} heads",
+                   description=f"{embed_dim} wide, {depth} blocks, {num_heads} heads; the same weights as the "
+                               f"Hugging Face repository {hf_repo} (-k takes its folder too)",
                    facts={"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads, "hf_repo": hf_repo})
 
 

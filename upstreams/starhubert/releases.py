@@ -11,8 +11,7 @@ __all__ = ["RELEASES", "DEFAULT_RELEASE"]
 def _drive(entry: str, title: str, ckpt_id: str, yaml_id: str, architecture: str | None, params: int | None,
            note: str, filename: str | None = None, approx_params_m: float | None = None) -> Release:
     return Release(entry, title, f"gdrive:{ckpt_id}", filename=filename or f"{title}.ckpt", description=note,
-                   facts={"flavour": "star", "ckpt": f"gdrive:{ckpt_id}", "yaml": f"gdrive:{yaml_id}",
-                          "architecture": architecture, "params": params, "note": note,
+                   facts={"yaml": f"gdrive:{yaml_id}", "architecture": architecture, "params": params,
                           "approx_params_m": approx_params_m})
 
 
