@@ -33,23 +33,32 @@ ARM = "arm"
 STAR = "star"
 
 
-# Every field of the official config dataclasses (models/<name>/model.py), so that yamls written by
-# the official training code load without a warning. "_name" etc. are never dumped but harmless.
-_COMMON_FIELDS = {
-    "_name", "extractor_mode", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
-    "encoder_attention_heads", "activation_fn", "layer_grad_scale", "layer_type", "dropout",
-    "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input", "final_dim",
-    "layer_norm_first", "conv_feature_layers", "conv_bias", "feature_grad_mult", "conv_pos",
-    "conv_pos_groups", "pos_conv_depth", "max_positions", "checkpoint_activations",
+# The public fields of the official config dataclasses (models/<name>/model.py, the
+# ``CustomStudentModelConfig`` of each ``-m`` model name): yamls written by the official training
+# code load without a warning, and the writer keeps only these (the official wrappers pass
+# ``cfg['distiller']`` to that class as keyword arguments, so a yaml may hold no other key).
+_OFFICIAL_COMMON = (
+    "extractor_mode", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+    "activation_fn", "layer_grad_scale", "layer_type", "dropout", "attention_dropout", "activation_dropout",
+    "encoder_layerdrop", "dropout_input", "final_dim", "layer_norm_first", "conv_feature_layers", "conv_bias",
+    "feature_grad_mult", "conv_pos", "conv_pos_groups", "pos_conv_depth", "max_positions", "checkpoint_activations",
     "required_seq_len_multiple", "crop_seq_to_multiple", "init_conv_layers", "init_encoder_layers",
-    "_teacher_task_agnostic", "_cnn_weight",
+)
+_OFFICIAL_MASK = _OFFICIAL_COMMON + (
+    "freeze_student_mask", "update_teacher_mask", "depthwise_conv_kernel_size", "attn_type", "pos_enc_type", "fp16",
+    "pred_head_inter_dim", "pred_head_final_dim", "pred_layer_id", "layerwise_proj", "enable_tr_layer",
+    "tr_reduce_factor", "tr_layer_type", "tr_conv1d_kernel", "tr_layer_index",
+)
+OFFICIAL_DISTILLER_FIELDS: dict[str, tuple[str, ...]] = {
+    "armhubert": _OFFICIAL_MASK + ("reuse_pattern",),
+    "armwavlm": _OFFICIAL_MASK + ("reuse_pattern",),
+    "maskhubert": _OFFICIAL_MASK,
+    "starhubert": _OFFICIAL_COMMON,
 }
-_ARM_FIELDS = _COMMON_FIELDS | {
-    "freeze_student_mask", "update_teacher_mask", "depthwise_conv_kernel_size", "attn_type",
-    "pos_enc_type", "fp16", "pred_head_inter_dim", "pred_head_final_dim", "pred_layer_id",
-    "layerwise_proj", "enable_tr_layer", "tr_reduce_factor", "tr_layer_type", "tr_conv1d_kernel",
-    "tr_layer_index", "reuse_pattern",
-}
+# private fields of those classes ("_name" etc.): never dumped, but harmless in a yaml
+_PRIVATE_FIELDS = {"_name", "_teacher_task_agnostic", "_cnn_weight"}
+_COMMON_FIELDS = _PRIVATE_FIELDS | set(_OFFICIAL_COMMON)
+_ARM_FIELDS = _PRIVATE_FIELDS | set(OFFICIAL_DISTILLER_FIELDS["armhubert"])
 #: our own options, read from the distiller section or the top level of the yaml
 OPTION_KEYS = {"official_batching", "official_batched_reuse"}
 

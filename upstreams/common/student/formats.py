@@ -21,7 +21,7 @@ import torch
 from ..files import save_atomic, write_text_atomic
 from ..checkpoint import CheckpointError, check_family, load_checkpoint
 from ..config import ConfigError, load_model_config
-from .config import ARM, STAR, OPTION_KEYS, StudentConfig, student_config
+from .config import ARM, OFFICIAL_DISTILLER_FIELDS, OPTION_KEYS, STAR, StudentConfig, student_config
 from .model import StudentModel
 
 __all__ = ["STUDENT_PREFIX", "LoadedStudent", "read_student", "build_student", "write_release", "official_distiller",
@@ -166,27 +166,6 @@ def read_student(
 # ---------------------------------------------------------------------------------------------
 # Writing the release layout (what the official train.py / PyTorch-Lightning 1.7.7 saves)
 # ---------------------------------------------------------------------------------------------
-_OFFICIAL_COMMON = (
-    "extractor_mode", "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-    "activation_fn", "layer_grad_scale", "layer_type", "dropout", "attention_dropout", "activation_dropout",
-    "encoder_layerdrop", "dropout_input", "final_dim", "layer_norm_first", "conv_feature_layers", "conv_bias",
-    "feature_grad_mult", "conv_pos", "conv_pos_groups", "pos_conv_depth", "max_positions", "checkpoint_activations",
-    "required_seq_len_multiple", "crop_seq_to_multiple", "init_conv_layers", "init_encoder_layers",
-)
-_OFFICIAL_MASK = _OFFICIAL_COMMON + (
-    "freeze_student_mask", "update_teacher_mask", "depthwise_conv_kernel_size", "attn_type", "pos_enc_type", "fp16",
-    "pred_head_inter_dim", "pred_head_final_dim", "pred_layer_id", "layerwise_proj", "enable_tr_layer",
-    "tr_reduce_factor", "tr_layer_type", "tr_conv1d_kernel", "tr_layer_index",
-)
-#: public fields of the official ``CustomStudentModelConfig`` per ``-m`` model name: the official
-#: wrappers pass ``cfg['distiller']`` to it as keyword arguments, so a yaml may hold no other key
-OFFICIAL_DISTILLER_FIELDS: dict[str, tuple[str, ...]] = {
-    "armhubert": _OFFICIAL_MASK + ("reuse_pattern",),
-    "armwavlm": _OFFICIAL_MASK + ("reuse_pattern",),
-    "maskhubert": _OFFICIAL_MASK,
-    "starhubert": _OFFICIAL_COMMON,
-}
-
 #: the ModelCheckpoint state key of the official train.py (monitor v_loss, one file per epoch)
 LIGHTNING_CALLBACK_KEY = ("ModelCheckpoint{'monitor': 'v_loss', 'mode': 'min', 'every_n_train_steps': 0, "
                           "'every_n_epochs': 1, 'train_time_interval': None, 'save_on_train_epoch_end': True}")
