@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import sys
 from typing import Sequence
 
 import torch
@@ -10,7 +11,17 @@ from torch import Tensor, nn
 from .inputs import pad_wavs, validate_wavs
 from .masks import fit_frames, num_frames_s3prl, zero_padded_frames
 
-__all__ = ["Upstream"]
+__all__ = ["Upstream", "announce"]
+
+
+def announce(entry: str, message: str, *, warning: bool = False) -> None:
+    """One line about what an entry loaded, the same in every family: ``[entry] message`` on
+    stdout (s3prl's runner and ESPnet keep it in their logs); ``warning``: ``[entry] warning:
+    message`` on stderr, for a file that may not be what the user meant."""
+    if warning:
+        print(f"[{entry}] warning: {message}", file=sys.stderr, flush=True)
+    else:
+        print(f"[{entry}] {message}", flush=True)
 
 
 class Upstream(nn.Module, metaclass=abc.ABCMeta):

@@ -1,14 +1,13 @@
 """The s3prl upstream of Dasheng and the builder of every Dasheng entry."""
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..common.base import Upstream
+from ..common.base import Upstream, announce
 from ..common.checkpoint import resolve_entry_checkpoint
 from ..common.config import options_from
 from . import FAMILY
@@ -18,7 +17,6 @@ from .model import DashengEncoder
 
 __all__ = ["DashengUpstream", "build"]
 
-logger = logging.getLogger(__name__)
 
 
 class DashengUpstream(Upstream):
@@ -58,10 +56,9 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
     encoder, fmt = load_dasheng(os.fspath(path), dtype=options.torch_dtype, overrides=overrides)
     cfg = encoder.config
     if release is not None and (cfg.embed_dim, cfg.depth) != (release.embed_dim, release.depth):
-        logger.warning("%s: %s holds a %d-wide, %d-block encoder, not the %s release (%d wide, %d blocks); "
-                       "is this the right file? (-u dasheng_local reads any Dasheng checkpoint)", entry, path,
-                       cfg.embed_dim, cfg.depth, release.title, release.embed_dim, release.depth)
-    logger.info("dasheng: loaded %s (%s layout): width %d, depth %d, %d heads", path, fmt,
-                cfg.embed_dim, cfg.depth, cfg.num_heads)
+        announce(entry, f"{path} holds a {cfg.embed_dim}-wide, {cfg.depth}-block encoder, not the {release.title} "
+                        f"release ({release.embed_dim} wide, {release.depth} blocks); is this the right file? "
+                        "(-u dasheng_local reads any Dasheng checkpoint)", warning=True)
+    announce(entry, f"{path}: {fmt} layout, width {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_heads} heads")
     encoder.front_end.official_train_batchnorm = options.train_batchnorm == "official"
     return DashengUpstream(encoder, batch_mode=options.batch_mode)

@@ -127,7 +127,7 @@ def missing_stats_message(entry: str, ckpt_hint: str | None) -> str:
         give = f"`-u m2d -k {ckpt_hint},MEAN,STD`"
         compute = f"`-u m2d_calcnorm -k {ckpt_hint}`"
     return (
-        f"WARNING: {entry}: no normalisation statistics were given and the checkpoint has none, so the "
+        f"no normalisation statistics were given and the checkpoint has none, so the "
         f"official runtime's AudioSet default mean={DEFAULT_STATS[0]}, std={DEFAULT_STATS[1]} is used. The "
         f"official SUPERB recipe normalises with the downstream data set's statistics: pass them as {give}, "
         f"or `-g TASK` for a task with published statistics ({', '.join(SUPERB_TASK_STATS)}), or `-g` a YAML "

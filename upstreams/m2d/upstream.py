@@ -1,7 +1,6 @@
 """The s3prl upstream for M2D: argument handling of the entries, loading, and the forward pass."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..common.base import Upstream
+from ..common.base import Upstream, announce
 from ..common.checkpoint import CheckpointError, resolve_entry_checkpoint
 from ..common.config import options_from
 from ..common.family import Release
@@ -33,7 +32,6 @@ from .releases import RELEASES
 
 __all__ = ["M2DUpstream", "build", "split_ckpt_argument"]
 
-logger = logging.getLogger(__name__)
 
 
 class M2DUpstream(Upstream):
@@ -184,11 +182,10 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
               f"meanwhile features are normalised with mean={stats.mean}, std={stats.std} from {stats.source}.",
               flush=True)
     elif is_default:
-        print(f"[{entry}] {missing_stats_message(entry, None if entry in RELEASES else str(weight_file))}", flush=True)
+        announce(entry, missing_stats_message(entry, None if entry in RELEASES else str(weight_file)), warning=True)
     else:
-        print(f"[{entry}] {entry}: normalising the log-mel with mean={stats.mean}, std={stats.std} from "
-              f"{stats.source}.", flush=True)
-    logger.info("%s: loaded %s (%s) from %s", entry, config.describe(), loaded.layout, weight_file)
+        announce(entry, f"normalising the log-mel with mean={stats.mean}, std={stats.std} from {stats.source}.")
+    announce(entry, f"{weight_file}: {config.describe()} ({loaded.layout})")
     upstream = M2DUpstream(_model(config, loaded, stats), stats, collect_stats=collector, stats_updates=updates,
                            ckpt_hint=str(weight_file))
     return upstream

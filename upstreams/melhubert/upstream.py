@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..common.base import Upstream
+from ..common.base import Upstream, announce
 from ..common.checkpoint import CheckpointError, resolve_entry_checkpoint
 from ..common.config import options_from
 from ..common.masks import fit_frames, num_frames_s3prl, padding_mask
@@ -78,11 +78,11 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
     imported = read_melhubert_checkpoint(path, yaml_section=options.melhubert, entry=entry)
     stats = load_stats(options.stats or (release.facts["stats"] if release is not None else DEFAULT_STATS))
     fp = imported.config.frame_period_ms
-    print(f"[MelHuBERT] {path}: {imported.layout}; {fp} ms frames (feat_emb_dim {imported.config.feat_emb_dim}); "
-          f"normalisation statistics: {stats.description}", flush=True)
+    announce(entry, f"{path}: {imported.layout}; {fp} ms frames (feat_emb_dim {imported.config.feat_emb_dim}); "
+                    f"normalisation statistics: {stats.description}")
     expected = release.facts["frame_period_ms"] if release is not None else None
     if expected is not None and expected != fp:
-        print(f"[MelHuBERT] warning: {entry} is released as a {expected} ms model but this file is a {fp} ms model "
-              f"(feat_emb_dim {imported.config.feat_emb_dim}); using {fp} ms as stored. The official README once "
-              "swapped two links.", flush=True)
+        announce(entry, f"{release.title} is released as a {expected} ms model but this file is a {fp} ms model "
+                        f"(feat_emb_dim {imported.config.feat_emb_dim}); using {fp} ms as stored. The official "
+                        "README once swapped two links.", warning=True)
     return MelHuBERTUpstream(imported, stats)

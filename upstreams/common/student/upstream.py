@@ -1,7 +1,6 @@
 """The s3prl upstream of the distilled students (ARM/Mask and STaR flavours) and its builder."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +8,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..base import Upstream
+from ..base import Upstream, announce
 from ..checkpoint import CheckpointError, resolve_checkpoint, resolve_entry_checkpoint
 from ..config import from_dict, load_model_config, parse_bool
 from ..family import Release
@@ -19,7 +18,6 @@ from .model import StudentModel
 
 __all__ = ["StudentUpstream", "StudentOptions", "parse_flag", "build_student_upstream"]
 
-logger = logging.getLogger(__name__)
 
 
 def parse_flag(value: Any, name: str) -> bool:
@@ -91,7 +89,8 @@ def _release_config(release: Release, *, refresh: bool, entry: str, local_entry:
             except CheckpointError:
                 if release.architecture is None:
                     raise
-                logger.warning("%s: could not fetch the companion yaml; using the published architecture", entry)
+                announce(entry, f"could not fetch the {release.title} yaml; using the published "
+                                f"{release.architecture} architecture", warning=True)
         if release.architecture is None:
             raise CheckpointError(
                 f"{entry}: the {release.title} checkpoint has no configuration and its yaml could not be read; "
@@ -105,13 +104,13 @@ def _release_config(release: Release, *, refresh: bool, entry: str, local_entry:
 def _check_size(model, release: Release, entry: str) -> None:
     count = sum(p.numel() for p in model.parameters())
     if release.params is not None and count != release.params:
-        logger.warning("%s: the loaded student has %d parameters, the %s release %d; is this the right file?",
-                       entry, count, release.title, release.params)
+        announce(entry, f"the loaded student has {count} parameters, the {release.title} release {release.params}; "
+                        "is this the right file?", warning=True)
     approx = release.facts.get("approx_params_m")
     if approx is not None and abs(count / 1e6 - approx) > 0.05 * approx:
-        logger.warning(
-            "%s: the downloaded file holds a %.2fM-parameter student, not the %.2fM %s; the official README "
-            "links STaRHuBERT-S and -XS to the same file.", entry, count / 1e6, approx, release.title)
+        announce(entry, f"the file holds a {count / 1e6:.2f}M-parameter student, not the {approx:.2f}M "
+                        f"{release.title}; the official README links STaRHuBERT-S and -XS to the same file.",
+                 warning=True)
 
 
 def build_student_upstream(entry: str, flavour: str, ckpt: Any = None, model_config: Any = None,
@@ -132,4 +131,6 @@ def build_student_upstream(entry: str, flavour: str, ckpt: Any = None, model_con
     if release is not None:
         _check_size(loaded.model, release, entry)
     name = release.title if release is not None else entry
+    announce(entry, f"{path}: {name}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M parameters"
+                    f"{', official batching' if options.batching else ''}")
     return StudentUpstream(loaded.model, name=name, official_batching=options.batching)
