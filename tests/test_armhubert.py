@@ -152,7 +152,7 @@ def test_named_release_entries_load_from_the_cache(entry, tmp_path, cache_root):
     assert out["hidden_states"][0].shape == (2, _frames(int(0.7 * SR)), 768)
 
 
-def test_named_entry_without_network_names_the_file_and_local_entry(tmp_path, monkeypatch):
+def test_named_entry_without_network_names_the_file_and_the_fix(tmp_path, monkeypatch):
     from s3prl_plugins.upstreams.common import checkpoint
 
     monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path / "empty_cache"))

@@ -9,7 +9,6 @@ import threading
 import types
 import zipfile
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 import torch

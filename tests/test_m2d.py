@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from s3prl_plugins.upstreams.m2d import hubconf, testing
 from s3prl_plugins.upstreams.m2d.config import parse_release_name
 from s3prl_plugins.upstreams.m2d.model import M2DModel
 from s3prl_plugins.upstreams.m2d.norm_stats import SUPERB_TASK_STATS, RunningLogMelStats
+from s3prl_plugins.upstreams.m2d.releases import RELEASES
 
 KS = SUPERB_TASK_STATS["speech_commands"]
 EPS = torch.finfo(torch.float32).eps
@@ -155,6 +157,12 @@ def test_release_zip_from_named_entry(tmp_path, cache_root, capsys):
     # -k PATH on a named entry: a copy of the release fetched by hand (here: one that does not exist)
     with pytest.raises(CheckpointError, match="not found: /some/file.pth"):
         hubconf.m2d_s_vit_base_6s(ckpt="/some/file.pth")
+    # a copy without statistics: the advice passes the same copy to the same entry
+    capsys.readouterr()
+    copy = tmp_path / "copy.zip"
+    shutil.copy(cached_download_path(RELEASES["m2d_s_vit_base_6s"].url), copy)
+    hubconf.m2d_s_vit_base_6s(ckpt=str(copy))
+    assert f"`-u m2d_s_vit_base_6s -k {copy},MEAN,STD`" in capsys.readouterr().err
 
 
 def test_32k_model_resamples_inside(tmp_path):

@@ -108,7 +108,7 @@ MILLIONS = {"armhubert_960": 26.45, "armhubert_s": 22.39, "armwavlm_s": 22.39, "
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_shipped_configs_build_the_published_students(name):
-    from s3prl_plugins.upstreams.common.student.formats import OFFICIAL_DISTILLER_FIELDS
+    from s3prl_plugins.upstreams.common.student.config import OFFICIAL_DISTILLER_FIELDS
 
     cfg = load_yaml(CONFIG_DIR / f"{name}.yaml")
     recipe = get_recipe(cfg["recipe"])(cfg)

@@ -15,7 +15,7 @@ import torch
 
 from s3prl_plugins.pretrain.cli import main as cli_main
 from s3prl_plugins.pretrain.config import ConfigError
-from s3prl_plugins.pretrain.data import RecipeDataset, sample_rng
+from s3prl_plugins.pretrain.data import sample_rng
 from s3prl_plugins.pretrain.recipe import get_recipe
 from s3prl_plugins.pretrain.trainer import Trainer
 from s3prl_plugins.pretrain.validation import (VALID_EPOCH, BestCheckpoints, ValidationSampler,

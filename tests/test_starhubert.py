@@ -89,14 +89,13 @@ def test_named_release_entries_load_from_the_cache(entry, tmp_path, cache_root):
 
 def test_release_without_config_uses_its_companion_yaml(tmp_path, monkeypatch):
     """STaR files may lack hyper_parameters: the release's Drive yaml is fetched (here: cached)."""
-    from s3prl_plugins.upstreams.common.checkpoint import cached_download_path, gdrive_url
+    from s3prl_plugins.upstreams.common.checkpoint import cached_download_path
 
     monkeypatch.setenv("S3PRL_PLUGINS_CACHE_DIR", str(tmp_path / "cache"))
     release = RELEASES["starhubert_l"]
-    url = gdrive_url(release.url.split(":", 1)[1])
-    write_release_checkpoint(cached_download_path(url, release.filename), tiny_distiller(STAR), STAR, with_hparams=False)
-    yaml_url = gdrive_url(release.yaml.split(":", 1)[1])
-    yaml_path = cached_download_path(yaml_url, release.filename.replace(".ckpt", ".yaml"))
+    write_release_checkpoint(cached_download_path(release.url, release.filename), tiny_distiller(STAR), STAR,
+                             with_hparams=False)
+    yaml_path = cached_download_path(release.yaml, release.filename.replace(".ckpt", ".yaml"))
     yaml_path.write_text(yaml.dump(training_yaml(tiny_distiller(STAR), model="starhubert")))
     out = hubconf.starhubert_l()([_wav(0.5)])
     assert out["hidden_states"][0].shape[-1] == 32

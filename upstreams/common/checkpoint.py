@@ -74,8 +74,15 @@ def _url_basename(url: str) -> str:
     return name
 
 
+def _download_url(text: str) -> str:
+    """``gdrive:<id>`` (the release tables' short form) -> its download URL; others unchanged."""
+    return gdrive_url(text.split(":", 1)[1]) if text.startswith("gdrive:") else text
+
+
 def cached_download_path(url: str, filename: str | None = None) -> Path:
-    """Where ``url`` is cached: ``<cache>/download/<sha256(url)>.<basename>`` like s3prl."""
+    """Where ``url`` (or ``gdrive:<id>``) is cached: ``<cache>/download/<sha256(url)>.<basename>``
+    like s3prl."""
+    url = _download_url(url)
     digest = hashlib.sha256(url.encode()).hexdigest()
     return cache_dir() / "download" / f"{digest}.{filename or _url_basename(url)}"
 
@@ -161,8 +168,7 @@ def resolve_checkpoint(
         entry = f"-u {local_entry} " if local_entry else ""
         raise MissingCheckpointError(f"No checkpoint given: pass it with `{entry}-k /path/to/checkpoint`.")
     text = str(ckpt).strip()
-    if text.startswith("gdrive:"):
-        text = gdrive_url(text.split(":", 1)[1])
+    text = _download_url(text)
     if re.match(r"^https?://", text):
         target = cached_download_path(text, filename)
         if refresh or not target.exists():

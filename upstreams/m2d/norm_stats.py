@@ -118,13 +118,15 @@ def choose_stats(
     return NormStats(*DEFAULT_STATS, "the official default for checkpoints without norm_stats"), True
 
 
-def missing_stats_message(entry: str, ckpt_hint: str | None) -> str:
-    """What to do when no statistics were given; ``ckpt_hint`` None for named entries."""
+def missing_stats_message(entry: str, ckpt_hint: str | None, *, named: bool = False) -> str:
+    """What to do when no statistics were given. ``ckpt_hint``: the ``-k`` path (None for a named
+    entry that downloaded its release); ``named``: ``entry`` is a named release, whose ``-k``
+    path is a copy of it."""
     if ckpt_hint is None:
         give = f"`-u {entry} -k MEAN,STD`"
         compute = f"`-u m2d_calcnorm -k <the .pth of {entry}>`"
     else:
-        give = f"`-u m2d -k {ckpt_hint},MEAN,STD`"
+        give = f"`-u {entry if named else 'm2d'} -k {ckpt_hint},MEAN,STD`"
         compute = f"`-u m2d_calcnorm -k {ckpt_hint}`"
     return (
         f"no normalisation statistics were given and the checkpoint has none, so the "

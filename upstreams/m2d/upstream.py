@@ -182,7 +182,9 @@ def build(entry: str, ckpt: Any = None, model_config: Any = None, refresh: bool 
               f"meanwhile features are normalised with mean={stats.mean}, std={stats.std} from {stats.source}.",
               flush=True)
     elif is_default:
-        announce(entry, missing_stats_message(entry, None if entry in RELEASES else str(weight_file)), warning=True)
+        named = entry in RELEASES
+        hint = path_text if named else str(weight_file)  # a named entry's -k is its release's copy
+        announce(entry, missing_stats_message(entry, hint, named=named), warning=True)
     else:
         announce(entry, f"normalising the log-mel with mean={stats.mean}, std={stats.std} from {stats.source}.")
     announce(entry, f"{weight_file}: {config.describe()} ({loaded.layout})")

@@ -24,6 +24,7 @@ __all__ = [
     "known_keys",
     "student_config",
     "PUBLISHED",
+    "OFFICIAL_DISTILLER_FIELDS",
 ]
 
 

@@ -25,7 +25,7 @@ from .config import ARM, OFFICIAL_DISTILLER_FIELDS, OPTION_KEYS, STAR, StudentCo
 from .model import StudentModel
 
 __all__ = ["STUDENT_PREFIX", "LoadedStudent", "read_student", "build_student", "write_release", "official_distiller",
-           "OFFICIAL_DISTILLER_FIELDS", "fingerprint_arm", "fingerprint_star"]
+           "fingerprint_arm", "fingerprint_star"]
 
 
 STUDENT_PREFIX = "student_model."

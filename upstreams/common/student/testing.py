@@ -171,10 +171,7 @@ def make_checkpoint(entry: str, directory: Path, *, flavour: str, release: Relea
     distiller = tiny_distiller(flavour, reuse=not entry.startswith("mask"))
     directory = Path(directory)
     if release is not None:
-        from ..family import gdrive_url
-
-        url = gdrive_url(release.url.split(":", 1)[1]) if release.url.startswith("gdrive:") else release.url
-        target = cached_download_path(url, release.filename)
+        target = cached_download_path(release.url, release.filename)
         write_release_checkpoint(target, distiller, flavour, final_proj=flavour == STAR, perturb_norms=False)
         return {"ckpt": None, "model_config": None}
     ckpt = directory / f"{entry}.ckpt"

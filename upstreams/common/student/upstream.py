@@ -101,8 +101,8 @@ def _release_config(release: Release, *, refresh: bool, entry: str, local_entry:
     return fetch
 
 
-def _check_size(model, release: Release, entry: str) -> None:
-    count = sum(p.numel() for p in model.parameters())
+def _check_size(count: int, release: Release, entry: str) -> None:
+    """Warn when a release's file holds a student of another size (``count`` parameters)."""
     if release.params is not None and count != release.params:
         announce(entry, f"the loaded student has {count} parameters, the {release.title} release {release.params}; "
                         "is this the right file?", warning=True)
@@ -128,9 +128,9 @@ def build_student_upstream(entry: str, flavour: str, ckpt: Any = None, model_con
     loaded = read_student(path, model_config, flavour, entry=entry, fallback_config=fallback)
     if options.official_batching is None and options.official_batched_reuse is None:
         options = from_dict(StudentOptions, loaded.options, f"{entry} (-g options)", unknown="warn")
+    count = sum(p.numel() for p in loaded.model.parameters())
     if release is not None:
-        _check_size(loaded.model, release, entry)
+        _check_size(count, release, entry)
     name = release.title if release is not None else entry
-    announce(entry, f"{path}: {name}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M parameters"
-                    f"{', official batching' if options.batching else ''}")
+    announce(entry, f"{path}: {name}, {count / 1e6:.2f}M parameters{', official batching' if options.batching else ''}")
     return StudentUpstream(loaded.model, name=name, official_batching=options.batching)
